@@ -1,0 +1,3 @@
+from sufd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""Ingest: read what is new in source files, price it, and commit it with the file's cursor.
+
+:meth:`Ingestor.ingest_file` is the one place that catches broad exceptions: a file that
+cannot be read or parsed is logged and recorded, its cursor stays where it was, and ingest
+goes on with the next file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from sufd.prices import PriceTable, anthropic_cost, openai_cost
+from sufd.reader import read_lines
+from sufd.settings import Settings
+from sufd.sources import Malformed, Record, Source, enabled_sources
+from sufd.sources.base import FileContext
+from sufd.store.ledger import (
+    COST_COMPUTED,
+    COST_STORED,
+    COST_UNPRICED,
+    Batch,
+    FileCursor,
+    Ledger,
+    PricedRecord,
+)
+
+__all__ = ["FileResult", "IngestStats", "Ingestor", "price_record"]
+
+log = structlog.get_logger(__name__)
+
+BATCH_BYTES = 16 * 1024 * 1024
+BATCH_RECORDS = 20_000
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What one pass over one file did."""
+
+    path: Path
+    source: str
+    bytes_read: int = 0
+    inserted: int = 0
+    replaced: int = 0
+    malformed: int = 0
+    unchanged: bool = False
+    reset: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Totals of one ingest run, for the summary line and the logs."""
+
+    files: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    inserted: int = 0
+    replaced: int = 0
+    malformed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    gone: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, result: FileResult) -> None:
+        """Fold one file's result into the totals."""
+        self.files += 1
+        if not result.unchanged:
+            self.files_read += 1
+        self.bytes_read += result.bytes_read
+        self.inserted += result.inserted
+        self.replaced += result.replaced
+        self.malformed += result.malformed
+        if result.error:
+            self.errors.append((str(result.path), result.error))
+
+    @property
+    def duration_ms(self) -> int:
+        """Wall time since the run started."""
+        return int((time.monotonic() - self.started) * 1000)
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary as JSON-ready data (``sufd ingest --json``)."""
+        return {
+            "files": self.files,
+            "files_read": self.files_read,
+            "bytes_read": self.bytes_read,
+            "events_new": self.inserted,
+            "events_replaced": self.replaced,
+            "malformed_lines": self.malformed,
+            "files_gone": self.gone,
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+            "duration_ms": self.duration_ms,
+        }
+
+    def summary_line(self) -> str:
+        """One sentence for the end of ``sufd ingest``."""
+        secs = self.duration_ms / 1000
+        if not self.bytes_read and not self.inserted and not self.replaced and not self.errors:
+            return f"Nothing new: {self.files:,} files unchanged ({secs:.2f} s)."
+        parts = [
+            f"Ingested {self.bytes_read / 1e6:,.1f} MB from {self.files_read:,} of"
+            f" {self.files:,} files in {secs:.2f} s: {self.inserted:,} new events,"
+            f" {self.replaced:,} updated"
+        ]
+        if self.malformed:
+            parts.append(f"{self.malformed:,} malformed lines skipped")
+        if self.errors:
+            parts.append(f"{len(self.errors)} files could not be read")
+        if self.gone:
+            parts.append(f"{self.gone} files no longer on disk (their events are kept)")
+        return ", ".join(parts) + "."
+
+
+def price_record(rec: Record, table: PriceTable, mode: str) -> PricedRecord:
+    """Attach a cost to a record following ccusage's cost modes (formats.md §1.1).
+
+    ``auto`` uses a cost the agent stored, else computes from tokens; ``calculate`` always
+    computes; ``display`` uses only stored costs. A model without a price is *unpriced*
+    (cost 0, flagged), never silently free.
+    """
+    if rec.stored_cost is not None and mode in ("auto", "display"):
+        return PricedRecord(rec, rec.stored_cost, COST_STORED)
+    if mode == "display":
+        return PricedRecord(rec, 0.0, COST_UNPRICED)
+    if rec.price_model is None:
+        kind = COST_COMPUTED if rec.dedup_total == 0 else COST_UNPRICED
+        return PricedRecord(rec, 0.0, kind)
+    price = table.lookup(rec.price_model)
+    if price is None:
+        return PricedRecord(rec, 0.0, COST_UNPRICED)
+    if rec.pricing == "anthropic":
+        cost = anthropic_cost(
+            price,
+            input=rec.input,
+            output=rec.output,
+            cache_write_5m=rec.cache_write_5m,
+            cache_write_1h=rec.cache_write_1h,
+            cache_read=rec.cache_read,
+            fast=rec.fast,
+        )
+    else:
+        cost = openai_cost(
+            price,
+            input=rec.input + rec.cache_read,
+            cached=rec.cache_read,
+            output=rec.output,
+            fast=rec.fast,
+        )
+    return PricedRecord(rec, cost, COST_COMPUTED)
+
+
+class Ingestor:
+    """Reads source files into the ledger; one instance per writing process."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, prices: PriceTable) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.prices = prices
+        self.sources = enabled_sources(settings)
+        self._cursors: dict[str, FileCursor] | None = None
+
+    def discover(self) -> Iterator[tuple[Source, Path, Path]]:
+        """Every owned file under every existing root of every enabled source."""
+        for source in self.sources:
+            for root in source.roots(self.settings):
+                for path in source.scan(root):
+                    yield source, root, path
+
+    def ingest_all(self, progress: Callable[[IngestStats, int], None] | None = None) -> IngestStats:
+        """A catch-up pass over everything (what the daemon runs at start)."""
+        stats = IngestStats()
+        found = list(self.discover())
+        self._cursors = self.ledger.cursors()
+        seen: set[str] = set()
+        for source, root, path in found:
+            seen.add(str(path))
+            stats.add(self.ingest_file(source, root, path))
+            if progress is not None:
+                progress(stats, len(found))
+        gone = [
+            c.file_id
+            for p, c in self._cursors.items()
+            if p not in seen and not c.gone and not os.path.lexists(p)
+        ]
+        if gone:
+            self.ledger.mark_gone(gone)
+        stats.gone = len(gone)
+        log.info(
+            "ingest.done",
+            files=stats.files,
+            files_read=stats.files_read,
+            bytes=stats.bytes_read,
+            events=stats.inserted,
+            replaced=stats.replaced,
+            malformed=stats.malformed,
+            errors=len(stats.errors),
+            duration_ms=stats.duration_ms,
+        )
+        return stats
+
+    def ingest_paths(self, paths: Iterable[Path]) -> IngestStats:
+        """Ingest just these files (a watcher's change batch); unknown paths are ignored."""
+        stats = IngestStats()
+        if self._cursors is None:
+            self._cursors = self.ledger.cursors()
+        for path in paths:
+            match = self._owner(path)
+            if match is not None:
+                stats.add(self.ingest_file(match[0], match[1], path))
+        return stats
+
+    def _owner(self, path: Path) -> tuple[Source, Path] | None:
+        for source in self.sources:
+            if not source.owns(path):
+                continue
+            for root in source.roots(self.settings):
+                if path.is_relative_to(root):
+                    return source, root
+        return None
+
+    def ingest_file(self, source: Source, root: Path | None, path: Path) -> FileResult:
+        """Read what is new in one file. Never raises for a bad file: the error is recorded."""
+        result = FileResult(path, source.name)
+        cursors = self._cursors if self._cursors is not None else {}
+        cursor = cursors.get(str(path))
+        try:
+            if cursor is None:
+                cursor = self.ledger.new_file(source.name, str(path))
+                cursors[str(path)] = cursor
+            self._read(source, root, path, cursor, result)
+        except Exception as exc:  # the ingest boundary: foreign input must not stop the loop
+            result.error = _describe(exc)
+            log.warning(
+                "ingest.file_failed", path=str(path), source=source.name, error=result.error
+            )
+            if cursor is not None:
+                try:
+                    self.ledger.mark_error(cursor, result.error)
+                except Exception as store_exc:
+                    log.error(
+                        "ingest.mark_error_failed", path=str(path), error=_describe(store_exc)
+                    )
+        return result
+
+    def _read(
+        self, source: Source, root: Path | None, path: Path, cursor: FileCursor, result: FileResult
+    ) -> None:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotAFile(path, st.st_mode)
+        same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
+        if cursor.offset and not same_file:
+            result.reset = "replaced"
+        elif st.st_size < cursor.offset:
+            result.reset = "truncated"
+        if result.reset:
+            log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
+            cursor.offset, cursor.state = 0, {}
+        elif same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
+            result.unchanged = True
+            return
+        ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
+        with open(path, "rb") as f:
+            # Identity is taken from the open file, so a swap between stat and open is caught
+            # on the next pass rather than mixing two files under one cursor.
+            fst = os.fstat(f.fileno())
+            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                ctx.state = source.new_state()
+                cursor.offset = 0
+            cursor.dev, cursor.ino, cursor.mtime_ns = fst.st_dev, fst.st_ino, fst.st_mtime_ns
+            start = cursor.offset
+            batch = Batch(cursor)
+            pending_bytes = 0
+            max_line = self.settings.max_line_bytes
+            mode, table = self.settings.cost_mode, self.prices
+            end = start
+            for line in read_lines(f, start, max_line=max_line):
+                if line.data is None:
+                    batch.malformed.append((line.offset, f"line longer than {max_line} bytes"))
+                else:
+                    try:
+                        rec = source.parse_line(line.data, line.offset, ctx)
+                    except Malformed as bad:
+                        batch.malformed.append((line.offset, bad.reason))
+                        rec = None
+                    if rec is not None:
+                        batch.records.append(price_record(rec, table, mode))
+                pending_bytes += line.end - end
+                end = line.end
+                if pending_bytes >= BATCH_BYTES or len(batch.records) >= BATCH_RECORDS:
+                    batch = self._commit(source, batch, ctx, end, fst.st_size, result)
+                    pending_bytes = 0
+            self._commit(source, batch, ctx, end, max(fst.st_size, end), result)
+        result.bytes_read = end - start
+
+    def _commit(
+        self,
+        source: Source,
+        batch: Batch,
+        ctx: FileContext,
+        end: int,
+        size: int,
+        result: FileResult,
+    ) -> Batch:
+        cursor = batch.cursor
+        cursor.offset, cursor.size, cursor.state = end, size, dict(ctx.state)
+        inserted, replaced = self.ledger.commit(source, batch)
+        result.inserted += inserted
+        result.replaced += replaced
+        result.malformed += len(batch.malformed)
+        if batch.malformed:
+            log.info(
+                "ingest.malformed_lines",
+                path=str(ctx.path),
+                source=source.name,
+                count=len(batch.malformed),
+                first_offset=batch.malformed[0][0],
+                reason=batch.malformed[0][1],
+            )
+        return Batch(cursor)
+
+
+class _NotAFile(OSError):
+    def __init__(self, path: Path, mode: int) -> None:
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        super().__init__(f"{path} is {kind}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _NotAFile):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,434 @@
+"""The one place that resolves settings: defaults < config file < ``SUFD_*`` env < CLI flags.
+
+Nothing else in sufd reads ``os.environ`` or the config file. :func:`load` snapshots the
+environment once and returns a frozen :class:`Settings` that is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from sufd.errors import ConfigError
+
+__all__ = [
+    "APP_NAME",
+    "COST_MODES",
+    "KNOWN_SOURCES",
+    "Paths",
+    "Settings",
+    "SourceSettings",
+    "default_config_path",
+    "load",
+    "local_zone",
+]
+
+APP_NAME = "sufd"
+COST_MODES = ("auto", "calculate", "display")
+KNOWN_SOURCES = ("claude", "codex")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+CostMode = Literal["auto", "calculate", "display"]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Every filesystem location sufd uses, resolved once."""
+
+    config_file: Path
+    data_dir: Path
+    state_dir: Path
+    log_dir: Path
+    runtime_dir: Path
+    db: Path
+
+    @property
+    def socket(self) -> Path:
+        """The control socket."""
+        return self.runtime_dir / "sufd.sock"
+
+    @property
+    def lock(self) -> Path:
+        """The single-instance lock file."""
+        return self.runtime_dir / "sufd.lock"
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain strings, for ``sufd paths --json`` and the config writer."""
+        return {
+            "config": str(self.config_file),
+            "data_dir": str(self.data_dir),
+            "db": str(self.db),
+            "state_dir": str(self.state_dir),
+            "log_dir": str(self.log_dir),
+            "runtime_dir": str(self.runtime_dir),
+            "socket": str(self.socket),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """Per-source switches: on/off and optional explicit roots that replace discovery."""
+
+    enabled: bool = True
+    roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration of one sufd process."""
+
+    paths: Paths
+    home: Path
+    env: Mapping[str, str]
+    sources: Mapping[str, SourceSettings]
+    cost_mode: CostMode = "auto"
+    timezone: str | None = None
+    log_level: str = "info"
+    max_line_bytes: int = 64 * 1024 * 1024
+    price_overrides: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def source(self, name: str) -> SourceSettings:
+        """Settings of one source (defaults when the config does not mention it)."""
+        return self.sources.get(name, SourceSettings())
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file lives unless ``--config`` or ``SUFD_CONFIG`` says otherwise."""
+    env = os.environ if env is None else env
+    if env.get("SUFD_CONFIG"):
+        return _expand(env["SUFD_CONFIG"], env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def load(
+    config_file: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    platform: str = sys.platform,
+) -> Settings:
+    """Resolve the settings of this process.
+
+    Args:
+        config_file: ``--config`` from the command line; else ``SUFD_CONFIG``; else the
+            platform config dir. A missing file means defaults; a broken one is an error.
+        overrides: values from command-line flags, keyed like the flat setting names
+            (``"cost_mode"``, ``"paths.db"``, ...). ``None`` values are ignored.
+        platform: ``sys.platform``; tests pass ``"darwin"`` to exercise the macOS paths.
+
+    Raises:
+        ConfigError: the config file cannot be parsed or holds an invalid value; the message
+            names the file and the key.
+    """
+    env = MappingProxyType(dict(os.environ))
+    home = Path(env.get("HOME") or Path.home())
+    path = config_file or default_config_path(env)
+    raw = _read_toml(path)
+    res = _Resolver(path, raw, env, overrides or {})
+
+    paths_tbl = res.table("paths")
+    data_dir = res.path("paths.data_dir", "SUFD_DATA_DIR", paths_tbl, _default_data_dir())
+    state_dir = res.path("paths.state_dir", "SUFD_STATE_DIR", paths_tbl, _default_state_dir())
+    log_dir = res.path("paths.log_dir", "SUFD_LOG_DIR", paths_tbl, _default_log_dir())
+    runtime_dir = res.path(
+        "paths.runtime_dir",
+        "SUFD_RUNTIME_DIR",
+        paths_tbl,
+        _default_runtime_dir(env, home, platform),
+    )
+    db = res.path("paths.db", "SUFD_DB", paths_tbl, data_dir / "ledger.sqlite3")
+    paths = Paths(path, data_dir, state_dir, log_dir, runtime_dir, db)
+
+    ingest_tbl = res.table("ingest")
+    cost_mode = res.choice("ingest.cost_mode", "SUFD_COST_MODE", ingest_tbl, "auto", COST_MODES)
+    max_line = res.integer(
+        "ingest.max_line_bytes", "SUFD_MAX_LINE_BYTES", ingest_tbl, 64 * 1024 * 1024, minimum=4096
+    )
+    report_tbl = res.table("report")
+    tz = res.text("report.timezone", "SUFD_TIMEZONE", report_tbl, None)
+    if tz is not None:
+        _check_zone(tz, path)
+    log_tbl = res.table("log")
+    level = res.choice("log.level", "SUFD_LOG_LEVEL", log_tbl, "info", LOG_LEVELS)
+
+    sources = _sources(res)
+    overrides_tbl = res.table("prices").get("overrides", {})
+    price_overrides = _price_overrides(overrides_tbl, path)
+    res.warn_unknown()
+    return Settings(
+        paths=paths,
+        home=home,
+        env=env,
+        sources=MappingProxyType(sources),
+        cost_mode=cost_mode,  # type: ignore[arg-type]
+        timezone=tz,
+        log_level=level,
+        max_line_bytes=max_line,
+        price_overrides=MappingProxyType(price_overrides),
+        origins=MappingProxyType(res.origins),
+    )
+
+
+_KNOWN_KEYS = {
+    "paths": {"data_dir", "state_dir", "log_dir", "runtime_dir", "db", "socket", "config"},
+    "ingest": {"cost_mode", "max_line_bytes"},
+    "report": {"timezone"},
+    "log": {"level"},
+    "prices": {"overrides"},
+    "sources": None,
+    "watch": None,
+}
+
+
+class _Resolver:
+    """Looks a setting up in flags, env, file and defaults, recording where it came from."""
+
+    def __init__(
+        self, path: Path, raw: dict[str, Any], env: Mapping[str, str], flags: Mapping[str, Any]
+    ) -> None:
+        self.file = path
+        self.raw = raw
+        self.env = env
+        self.flags = {k: v for k, v in flags.items() if v is not None}
+        self.origins: dict[str, str] = {}
+        self.warnings: list[str] = []
+
+    def table(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.file}: [{name}] must be a table, not {type(value).__name__}")
+        return value
+
+    def _lookup(self, key: str, env_key: str | None, tbl: dict[str, Any]) -> tuple[Any, str]:
+        if key in self.flags:
+            return self.flags[key], "flag"
+        if env_key and self.env.get(env_key):
+            return self.env[env_key], f"env {env_key}"
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in tbl:
+            return tbl[leaf], f"file {self.file}"
+        return None, "default"
+
+    def path(self, key: str, env_key: str, tbl: dict[str, Any], default: Path) -> Path:
+        value, origin = self._lookup(key, env_key, tbl)
+        self.origins[key] = origin
+        if value is None:
+            return default
+        if not isinstance(value, str | Path) or not str(value):
+            raise ConfigError(f"{self.file}: {key} must be a non-empty path string, got {value!r}")
+        return _expand(str(value), self.env)
+
+    def text(self, key: str, env_key: str, tbl: dict[str, Any], default: str | None) -> str | None:
+        value, origin = self._lookup(key, env_key, tbl)
+        self.origins[key] = origin
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.file}: {key} must be a string, got {value!r}")
+        return value
+
+    def choice(
+        self, key: str, env_key: str, tbl: dict[str, Any], default: str, allowed: tuple[str, ...]
+    ) -> str:
+        value = self.text(key, env_key, tbl, default) or default
+        value = value.lower()
+        if value not in allowed:
+            raise ConfigError(
+                f"{self.file}: {key} = {value!r} is not one of {', '.join(allowed)}"
+                f" (from {self.origins[key]})"
+            )
+        return value
+
+    def integer(
+        self, key: str, env_key: str, tbl: dict[str, Any], default: int, *, minimum: int
+    ) -> int:
+        value, origin = self._lookup(key, env_key, tbl)
+        self.origins[key] = origin
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.file}: {key} must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or number < minimum:
+            raise ConfigError(f"{self.file}: {key} must be an integer >= {minimum}, got {value!r}")
+        return number
+
+    def warn_unknown(self) -> None:
+        for name, value in self.raw.items():
+            if name not in _KNOWN_KEYS:
+                self.warnings.append(f"{self.file}: unknown section or key {name!r} ignored")
+                continue
+            known = _KNOWN_KEYS[name]
+            if known is not None and isinstance(value, dict):
+                for key in value:
+                    if key not in known:
+                        self.warnings.append(f"{self.file}: unknown key {name}.{key} ignored")
+        if self.warnings:
+            self.origins["_warnings"] = "\n".join(self.warnings)
+
+
+def _sources(res: _Resolver) -> dict[str, SourceSettings]:
+    tbl = res.table("sources")
+    disabled = {s.strip() for s in res.env.get("SUFD_DISABLE_SOURCES", "").split(",") if s.strip()}
+    out: dict[str, SourceSettings] = {}
+    for name in KNOWN_SOURCES:
+        entry = tbl.get(name, {})
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{res.file}: [sources.{name}] must be a table")
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{res.file}: sources.{name}.enabled must be true or false")
+        roots = entry.get("roots", [])
+        if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+            raise ConfigError(f"{res.file}: sources.{name}.roots must be a list of paths")
+        res.origins[f"sources.{name}.enabled"] = (
+            f"file {res.file}" if "enabled" in entry else "default"
+        )
+        if name in disabled:
+            enabled = False
+            res.origins[f"sources.{name}.enabled"] = "env SUFD_DISABLE_SOURCES"
+        out[name] = SourceSettings(enabled, tuple(_expand(r, res.env) for r in roots))
+    for name in tbl:
+        if name not in KNOWN_SOURCES:
+            res.warnings.append(f"{res.file}: unknown source [sources.{name}] ignored")
+    return out
+
+
+_PRICE_KEYS = {
+    "input",
+    "output",
+    "cache_write",
+    "cache_read",
+    "input_above_200k",
+    "output_above_200k",
+    "cache_write_above_200k",
+    "cache_read_above_200k",
+    "fast_multiplier",
+}
+
+
+def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
+    if not isinstance(tbl, dict):
+        raise ConfigError(f"{path}: [prices.overrides] must be a table of models")
+    out: dict[str, Mapping[str, float]] = {}
+    for model, entry in tbl.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: prices.overrides.{model!r} must be a table")
+        clean: dict[str, float] = {}
+        for key, value in entry.items():
+            if key not in _PRICE_KEYS:
+                raise ConfigError(
+                    f"{path}: prices.overrides.{model!r}.{key} is not a price key"
+                    f" (one of {', '.join(sorted(_PRICE_KEYS))})"
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(
+                    f"{path}: prices.overrides.{model!r}.{key} must be a number >= 0"
+                    f" (USD per million tokens), got {value!r}"
+                )
+            clean[key] = float(value)
+        out[str(model)] = MappingProxyType(clean)
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: config file is not UTF-8 text ({exc.reason})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _check_zone(name: str, path: Path) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{path}: report.timezone = {name!r} is not an IANA time zone") from None
+
+
+def _expand(value: str, env: Mapping[str, str]) -> Path:
+    if value == "~" or value.startswith("~/"):
+        value = (env.get("HOME") or str(Path.home())) + value[1:]
+    return Path(value).absolute()
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def _default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
+
+
+def _default_log_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def _default_runtime_dir(env: Mapping[str, str], home: Path, platform: str) -> Path:
+    uid = os.getuid()
+    if platform == "darwin":
+        # Computed from HOME, not the environment's TMPDIR, so launchd and shells agree.
+        candidate = home / "Library" / "Caches" / "TemporaryItems" / APP_NAME
+    else:
+        xdg = env.get("XDG_RUNTIME_DIR", "")
+        xdg_ok = bool(xdg) and os.path.isabs(xdg) and _owned_private_dir(Path(xdg), uid)
+        candidate = Path(xdg) / APP_NAME if xdg_ok else Path(f"/tmp/{APP_NAME}-{uid}")
+    # sockaddr_un.sun_path is 104 bytes on macOS; keep room for "/sufd.sock".
+    if len(os.fsencode(candidate / "sufd.sock")) > 100:
+        candidate = Path(f"/tmp/{APP_NAME}-{uid}")
+    return candidate
+
+
+def _owned_private_dir(path: Path, uid: int) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == uid and (st.st_mode & 0o077) == 0
+
+
+def local_zone(settings: Settings) -> str:
+    """The IANA name reports use by default: config/env ``timezone``, else the system zone.
+
+    The system zone is ``TZ`` when set, else the target of ``/etc/localtime``, else UTC.
+    """
+    if settings.timezone:
+        return settings.timezone
+    tz = settings.env.get("TZ", "").lstrip(":")
+    if tz and not tz.startswith("/"):
+        return tz
+    target = Path(tz) if tz else Path("/etc/localtime")
+    try:
+        resolved = str(target.resolve())
+    except OSError:
+        return "UTC"
+    marker = "zoneinfo/"
+    if marker in resolved:
+        return resolved.split(marker, 1)[1]
+    return "UTC"

@@ -1,0 +1,20 @@
+"""The registry of source adapters: the only list of the agents sufd understands.
+
+Adding an agent is one new module in this package plus one line in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+from sufd.settings import Settings
+from sufd.sources.base import FileContext, Malformed, Record, Source
+from sufd.sources.claude import ClaudeCode
+from sufd.sources.codex import Codex
+
+__all__ = ["SOURCES", "FileContext", "Malformed", "Record", "Source", "enabled_sources"]
+
+SOURCES: dict[str, Source] = {s.name: s for s in (ClaudeCode(), Codex())}
+
+
+def enabled_sources(settings: Settings) -> list[Source]:
+    """The registered sources that the settings leave switched on."""
+    return [s for name, s in SOURCES.items() if settings.source(name).enabled]

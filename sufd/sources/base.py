@@ -1,0 +1,216 @@
+"""The contract every source adapter implements, and the records it produces.
+
+A source knows three things: where its files live on this machine (:meth:`Source.roots`),
+which files below a root it owns (:meth:`Source.owns`), and how to turn one line of such a
+file into a :class:`Record` (:meth:`Source.parse_line`). Reading files incrementally,
+pricing and storing are done elsewhere, the same way for every source.
+
+Example::
+
+    class MyAgent(Source):
+        name = "myagent"
+        suffixes = (".jsonl",)
+
+        def roots(self, settings):
+            return [settings.home / ".myagent" / "logs"]
+
+        def parse_line(self, line, offset, ctx):
+            obj = ctx.json(line)          # raises Malformed on bad JSON
+            if "usage" not in obj:
+                return None
+            return Record(key=obj["id"], ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+from sufd.settings import Settings
+
+__all__ = [
+    "FileContext",
+    "Malformed",
+    "Pricing",
+    "Record",
+    "Source",
+    "looks_like_object",
+    "parse_timestamp_ms",
+    "short_hash",
+]
+
+Pricing = Literal["anthropic", "openai"]
+
+
+class Malformed(Exception):
+    """A complete line that cannot be understood; ingest counts and records it, then skips it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One billable request, as a source file states it (before pricing).
+
+    Token classes are disjoint (Anthropic semantics): ``input`` excludes cached input,
+    ``cache_read`` is the cached input, ``output`` includes ``reasoning``.
+    """
+
+    key: str
+    ts_ms: int
+    session: str
+    project: str
+    model: str | None
+    price_model: str | None
+    pricing: Pricing
+    input: int = 0
+    output: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    reasoning: int = 0
+    total: int = 0
+    stored_cost: float | None = None
+    fast: bool = False
+    fallback_model: bool = False
+    offset: int = 0
+    group: str | None = None
+    sidechain: bool = False
+    has_speed: bool = False
+
+    @property
+    def dedup_total(self) -> int:
+        """Sum of the four token classes; the larger one wins when two lines share a key."""
+        return (
+            self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        )
+
+
+@dataclass(slots=True)
+class FileContext:
+    """What a parser may know about the file it is reading.
+
+    ``state`` is carried between lines and persisted with the file's cursor (Codex keeps its
+    previous cumulative total and current model there), so it must stay JSON-serialisable.
+    """
+
+    path: Path
+    root: Path | None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def json(line: bytes) -> Any:
+        """Parse a line as JSON, raising :class:`Malformed` with a short reason."""
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed(f"invalid JSON: {str(exc).split(':', 1)[0]}") from None
+
+
+class Source(ABC):
+    """Base class of a source adapter; subclasses mostly set attributes and parse lines."""
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
+
+    @abstractmethod
+    def default_roots(self, settings: Settings) -> list[Path]:
+        """Where this agent keeps its logs on this machine, honouring its own env overrides."""
+
+    def roots(self, settings: Settings) -> list[Path]:
+        """Roots to scan: the config's explicit ``roots`` if given, else :meth:`default_roots`.
+
+        Roots that do not exist are returned too; callers decide what a missing root means.
+        """
+        configured = settings.source(self.name).roots
+        found = list(configured) if configured else self.default_roots(settings)
+        seen: set[Path] = set()
+        unique = []
+        for root in found:
+            if root not in seen:
+                seen.add(root)
+                unique.append(root)
+        return unique
+
+    def owns(self, path: Path) -> bool:
+        """Whether a file below one of the roots belongs to this source."""
+        return path.name.endswith(self.suffixes)
+
+    def scan(self, root: Path) -> Iterator[Path]:
+        """Every owned file below ``root``, recursively, in a stable order."""
+        if not root.is_dir():
+            return
+        for path in sorted(root.rglob("*")):
+            if self.owns(path):
+                yield path
+
+    def new_state(self) -> dict[str, Any]:
+        """The carried state of a file read from its first byte."""
+        return {}
+
+    @abstractmethod
+    def parse_line(self, line: bytes, offset: int, ctx: FileContext) -> Record | None:
+        """Turn one complete line (without its newline) into a record.
+
+        Returns ``None`` for lines that carry no usage. Raises :class:`Malformed` for a line
+        that should have been usage (or JSON) but cannot be understood.
+        """
+
+    def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
+        """Whether ``new`` replaces ``old`` when both claim the same event slot."""
+        return False
+
+    def alias_match(self, new: Record, slot: Record) -> bool:
+        """Whether ``new`` belongs to ``slot`` though their keys differ (same ``group``)."""
+        return False
+
+
+def parse_timestamp_ms(value: object) -> int | None:
+    """Epoch milliseconds of ``YYYY-MM-DDTHH:MM:SS[.mmm](Z|±HH:MM)``, the only shapes ccusage takes.
+
+    Returns ``None`` for anything else (other fraction lengths, no zone, not a string).
+    """
+    if not isinstance(value, str):
+        return None
+    n = len(value)
+    # 19 chars of date-time, optional ".mmm", then "Z" or "+HH:MM".
+    if n not in (20, 24, 25, 29) or value[10] != "T":
+        return None
+    body_end = 23 if n in (24, 29) else 19
+    if body_end == 23 and value[19] != ".":
+        return None
+    zone = value[body_end:]
+    if zone != "Z" and not (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":"):
+        return None
+    try:
+        dt = datetime.fromisoformat(value[:body_end] + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    return _ms(dt)
+
+
+def _ms(dt: datetime) -> int:
+    # timestamp() is a float; rebuild exactly from the integer parts.
+    seconds = int(dt.replace(microsecond=0).timestamp())
+    return seconds * 1000 + dt.microsecond // 1000
+
+
+def looks_like_object(line: bytes) -> bool:
+    """Cheap plausibility check for lines not worth parsing: ``{`` … ``}``."""
+    if not line.startswith(b"{"):
+        return line.lstrip().startswith(b"{") and line.rstrip().endswith(b"}")
+    return line.endswith(b"}") or line.rstrip().endswith(b"}")
+
+
+def short_hash(text: str) -> str:
+    """A short stable digest used to build keys for lines that carry no id of their own."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()

@@ -1,0 +1,246 @@
+"""Claude Code: append-only JSONL transcripts under ``<config dir>/projects``.
+
+Only ``assistant`` lines (and nested agent-progress lines) carry usage. The line filter and
+the dedup rule follow ccusage >= 20 (formats.md §2.3-§2.4): one JSONL line is written per
+content block of a streamed reply, all sharing ``message.id`` + ``requestId``; the line with
+the largest token total wins, and a sidechain replay of a parent message (same id, new
+request id) is the same request.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sufd.settings import Settings
+from sufd.sources.base import (
+    FileContext,
+    Malformed,
+    Record,
+    Source,
+    looks_like_object,
+    parse_timestamp_ms,
+    short_hash,
+)
+
+__all__ = ["ClaudeCode"]
+
+_USAGE_MARKER = b'"usage":{'
+# ccusage drops a line where any of these fields is literally null, wherever it appears.
+_NULL_FIELD = re.compile(
+    rb'"(?:id|cwd|model|speed|costUSD|version|sessionId|requestId|isApiErrorMessage'
+    rb'|cache_read_input_tokens|cache_creation_input_tokens)":null'
+)
+_SEMVER_PREFIX = re.compile(r"\d+\.\d+\.\d")
+_PROFILES = ("opus", "sonnet", "haiku", "glm")
+
+
+class ClaudeCode(Source):
+    """Claude Code session transcripts."""
+
+    name = "claude"
+    suffixes = (".jsonl",)
+
+    def default_roots(self, settings: Settings) -> list[Path]:
+        """``CLAUDE_CONFIG_DIR`` entries when set, else the XDG and ``~/.claude*`` dirs."""
+        env, home = settings.env, settings.home
+        configured = [p.strip() for p in env.get("CLAUDE_CONFIG_DIR", "").split(",") if p.strip()]
+        if configured:
+            return [_projects_dir(_expand_home(p, home)) for p in configured]
+        xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+        roots = [xdg / "claude" / "projects", home / ".claude" / "projects"]
+        roots += [home / f".claude-{p}" / "projects" for p in _PROFILES]
+        if home.is_dir():
+            roots += sorted(p / "projects" for p in home.glob(".claude-*") if p.is_dir())
+        return roots
+
+    def parse_line(self, line: bytes, offset: int, ctx: FileContext) -> Record | None:
+        """One assistant usage line → a record; see the module docstring for the rules."""
+        if _USAGE_MARKER not in line:
+            if not looks_like_object(line):
+                raise Malformed("not a JSON object")
+            return None
+        if _NULL_FIELD.search(line):
+            return None
+        obj = ctx.json(line)
+        if not isinstance(obj, dict):
+            raise Malformed("not a JSON object")
+        entry = _direct_entry(obj) or _progress_entry(obj)
+        if entry is None:
+            raise Malformed("usage line without the fields ccusage requires")
+        return _record(entry, offset, ctx)
+
+    def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
+        """ccusage's rule: non-sidechain first, then larger total, higher cost, has speed."""
+        if new.sidechain != old.sidechain:
+            return old.sidechain
+        if new.dedup_total != old.dedup_total:
+            return new.dedup_total > old.dedup_total
+        if new_cost != old_cost:
+            return new_cost > old_cost
+        return new.has_speed and not old.has_speed
+
+    def alias_match(self, new: Record, slot: Record) -> bool:
+        """A sidechain line matches any slot of the same message id (ccusage#913)."""
+        return (
+            new.group is not None and new.group == slot.group and (new.sidechain or slot.sidechain)
+        )
+
+
+def _projects_dir(path: Path) -> Path:
+    return path if path.name == "projects" else path / "projects"
+
+
+def _expand_home(value: str, home: Path) -> Path:
+    if value == "~" or value.startswith("~/"):
+        return home / value[2:]
+    return Path(value)
+
+
+def _direct_entry(obj: dict[str, Any]) -> dict[str, Any] | None:
+    message = obj.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+        return None
+    return {
+        "timestamp": obj.get("timestamp"),
+        "message": message,
+        "costUSD": obj.get("costUSD"),
+        "requestId": obj.get("requestId"),
+        "isSidechain": obj.get("isSidechain"),
+        "sessionId": obj.get("sessionId"),
+        "version": obj.get("version"),
+        "cwd": obj.get("cwd"),
+        "_fields": obj,
+    }
+
+
+def _progress_entry(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """A nested agent-progress line: usage under ``data.message.message``."""
+    data = obj.get("data")
+    outer = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(outer, dict):
+        return None
+    message = outer.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+        return None
+    return {
+        "timestamp": outer.get("timestamp"),
+        "message": message,
+        "costUSD": outer.get("costUSD"),
+        "requestId": outer.get("requestId"),
+        "isSidechain": outer.get("isSidechain"),
+        "sessionId": obj.get("sessionId"),
+        "version": None,
+        "cwd": obj.get("cwd"),
+        "_fields": {},
+    }
+
+
+def _uint(value: Any, name: str, *, required: bool = False) -> int:
+    if value is None and not required:
+        return 0
+    if type(value) is not int or value < 0:
+        raise Malformed(f"{name} is not a non-negative integer")
+    return value
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Malformed(f"{name} is not a string")
+    if not value:
+        raise Malformed(f"{name} is empty")
+    return value
+
+
+def _record(entry: dict[str, Any], offset: int, ctx: FileContext) -> Record | None:
+    message: dict[str, Any] = entry["message"]
+    usage: dict[str, Any] = message["usage"]
+    ts = parse_timestamp_ms(entry["timestamp"])
+    if ts is None:
+        raise Malformed("timestamp missing or not in ccusage's accepted shape")
+    version = entry["version"]
+    if version is not None and not (isinstance(version, str) and _SEMVER_PREFIX.match(version)):
+        raise Malformed("version is not N.N.N")
+    session = _opt_str(entry["sessionId"], "sessionId")
+    request_id = _opt_str(entry["requestId"], "requestId")
+    message_id = _opt_str(message.get("id"), "message.id")
+    model = _opt_str(message.get("model"), "message.model")
+    cost = entry["costUSD"]
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float)):
+        raise Malformed("costUSD is not a number")
+    sidechain = entry["isSidechain"]
+    if sidechain is not None and not isinstance(sidechain, bool):
+        raise Malformed("isSidechain is not a boolean")
+    speed = usage.get("speed")
+    if speed is not None and speed not in ("standard", "fast"):
+        raise Malformed("usage.speed is neither standard nor fast")
+
+    inp = _uint(usage.get("input_tokens"), "input_tokens", required=True)
+    out = _uint(usage.get("output_tokens"), "output_tokens", required=True)
+    cache_create = _uint(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    cache_read = _uint(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    cw5m, cw1h = cache_create, 0
+    breakdown = usage.get("cache_creation")
+    if isinstance(breakdown, dict):
+        cw5m = _uint(breakdown.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+        cw1h = _uint(breakdown.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    elif breakdown is not None:
+        raise Malformed("usage.cache_creation is not an object")
+
+    fast = speed == "fast"
+    reported = None if model is None or model == "<synthetic>" else model
+    if reported is not None and fast and not reported.endswith("-fast"):
+        reported += "-fast"
+    cwd = entry["cwd"] if isinstance(entry["cwd"], str) and entry["cwd"] else None
+    key = (
+        f"{message_id}:{request_id or ''}"
+        if message_id
+        else f"@{short_hash(str(ctx.path))}:{offset}"
+    )
+    return Record(
+        key=key,
+        ts_ms=ts,
+        session=session or _session_from_path(ctx),
+        project=cwd or _project_from_path(ctx),
+        model=reported,
+        price_model=None if reported is None else model,
+        pricing="anthropic",
+        input=inp,
+        output=out,
+        cache_write_5m=cw5m,
+        cache_write_1h=cw1h,
+        cache_read=cache_read,
+        total=inp + out + cw5m + cw1h + cache_read,
+        stored_cost=float(cost) if cost is not None else None,
+        fast=fast,
+        offset=offset,
+        group=message_id,
+        sidechain=sidechain is True,
+        has_speed=speed is not None,
+    )
+
+
+def _relative_parts(ctx: FileContext) -> tuple[str, ...]:
+    if ctx.root is not None:
+        try:
+            return ctx.path.relative_to(ctx.root).parts
+        except ValueError:
+            pass
+    return ctx.path.parts[-2:]
+
+
+def _project_from_path(ctx: FileContext) -> str:
+    parts = _relative_parts(ctx)
+    return parts[0] if len(parts) > 1 else "unknown"
+
+
+def _session_from_path(ctx: FileContext) -> str:
+    parts = _relative_parts(ctx)
+    if "subagents" in parts[:-1]:
+        return parts[parts.index("subagents") - 1]
+    if len(parts) == 2:
+        return Path(parts[1]).stem
+    return parts[-2] if len(parts) > 2 else ctx.path.stem

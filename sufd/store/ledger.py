@@ -1,0 +1,535 @@
+"""The one module that writes the ledger.
+
+:meth:`Ledger.commit` applies one batch read from one file in a single transaction: the
+events (inserted, or replacing the slot they dedup into), the aggregate deltas, the
+malformed-line records and the file's new cursor. A crash at any instant therefore neither
+loses nor double-counts: either all of it is visible, or none of it and the cursor has not
+moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sufd.sources.base import Record, Source
+
+__all__ = [
+    "COST_COMPUTED",
+    "COST_ESTIMATED",
+    "COST_STORED",
+    "COST_UNPRICED",
+    "Batch",
+    "FileCursor",
+    "Ledger",
+    "PricedRecord",
+    "atomic",
+]
+
+COST_COMPUTED, COST_STORED, COST_UNPRICED, COST_ESTIMATED = 0, 1, 2, 3
+BUCKET_MS = 15 * 60 * 1000
+_IN_CHUNK = 500
+_TOKENS = (
+    "input",
+    "output",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+    "reasoning",
+    "total",
+)
+
+
+@contextlib.contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@dataclass(slots=True)
+class FileCursor:
+    """Where ingest of one file stands: its identity, size and the offset read up to."""
+
+    file_id: int
+    source: str
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    offset: int
+    state: dict[str, Any]
+    gone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PricedRecord:
+    """A record with its cost and how that cost was obtained."""
+
+    record: Record
+    cost: float
+    cost_kind: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one read of one file produced, to be committed together with its cursor."""
+
+    cursor: FileCursor
+    records: list[PricedRecord] = field(default_factory=list)
+    malformed: list[tuple[int, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Slot:
+    """An event row as the resolver sees it: existing in the store or new in this batch."""
+
+    rid: int | None
+    rec: Record
+    cost: float
+    kind: int
+    dims: tuple[int, int, int]  # session_id, project_id, model_id
+    file_id: int | None
+    before: tuple[Record, float, int, tuple[int, int, int]] | None = None
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class _Delta:
+    time: dict[tuple[int, str, int, int], list[float]] = field(default_factory=dict)
+    session: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+
+    def add(
+        self,
+        source: str,
+        rec: Record,
+        cost: float,
+        kind: int,
+        dims: tuple[int, int, int],
+        sign: int,
+    ) -> None:
+        session_id, project_id, model_id = dims
+        values = [
+            sign,
+            *(sign * getattr(rec, name) for name in _TOKENS),
+            sign * cost,
+            sign * (kind == COST_UNPRICED),
+            sign * (kind == COST_ESTIMATED),
+        ]
+        tkey = (rec.ts_ms // BUCKET_MS, source, project_id, model_id)
+        acc = self.time.get(tkey)
+        if acc is None:
+            self.time[tkey] = list(values)
+        else:
+            for i, v in enumerate(values):
+                acc[i] += v
+        skey = (session_id, model_id)
+        sacc = self.session.get(skey)
+        ts = float(rec.ts_ms) if sign > 0 else float("nan")
+        if sacc is None:
+            self.session[skey] = [*values, ts, ts]
+        else:
+            for i, v in enumerate(values):
+                sacc[i] += v
+            if sign > 0:
+                sacc[-2] = rec.ts_ms if sacc[-2] != sacc[-2] else min(sacc[-2], rec.ts_ms)
+                sacc[-1] = rec.ts_ms if sacc[-1] != sacc[-1] else max(sacc[-1], rec.ts_ms)
+
+
+def _grp(message_id: str | None) -> int | None:
+    if message_id is None:
+        return None
+    return int.from_bytes(
+        hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+_EVENT_COLS = (
+    "id, key, grp, sidechain, has_speed, fast, ts, session_id, project_id, model_id, input, output,"
+    " cache_write_5m, cache_write_1h, cache_read, reasoning, total, cost, cost_kind, file_id"
+)
+
+
+class Ledger:
+    """The write side of the store; one instance per writing process."""
+
+    def __init__(self, conn: sqlite3.Connection, *, price_version: str) -> None:
+        self.conn = conn
+        self._models: dict[str, int] = {}
+        self._projects: dict[str, int] = {}
+        self._sessions: dict[tuple[str, str], int] = {}
+        with atomic(conn):
+            self.host_id = self._host()
+            self.price_version_id = self._dim_id("price_versions", "version", price_version, {})
+
+    # -- dimensions -------------------------------------------------------------------
+
+    def _host(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'host_uuid'").fetchone()
+        if row is None:
+            host_uuid = str(uuid.uuid4())
+            self.conn.execute("INSERT INTO meta (key, value) VALUES ('host_uuid', ?)", (host_uuid,))
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('created_ms', ?)",
+                (str(int(time.time() * 1000)),),
+            )
+        else:
+            host_uuid = row[0]
+        self.conn.execute(
+            "INSERT OR IGNORE INTO hosts (host_uuid, name) VALUES (?, ?)",
+            (host_uuid, socket.gethostname()),
+        )
+        return int(
+            self.conn.execute("SELECT id FROM hosts WHERE host_uuid = ?", (host_uuid,)).fetchone()[
+                0
+            ]
+        )
+
+    def _dim_id(self, table: str, column: str, value: str, cache: dict[str, int]) -> int:
+        found = cache.get(value)
+        if found is not None:
+            return found
+        row = self.conn.execute(f"SELECT id FROM {table} WHERE {column} = ?", (value,)).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                f"INSERT INTO {table} ({column}) VALUES (?) RETURNING id", (value,)
+            ).fetchone()
+        cache[value] = int(row[0])
+        return cache[value]
+
+    def _session_id(self, source: str, session: str, project_id: int) -> int:
+        key = (source, session)
+        found = self._sessions.get(key)
+        if found is not None:
+            return found
+        row = self.conn.execute(
+            "SELECT id FROM sessions WHERE source = ? AND session = ?", key
+        ).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                "INSERT INTO sessions (source, session, project_id) VALUES (?, ?, ?) RETURNING id",
+                (source, session, project_id),
+            ).fetchone()
+        self._sessions[key] = int(row[0])
+        return self._sessions[key]
+
+    def _dims(self, source: str, rec: Record) -> tuple[int, int, int]:
+        project_id = self._dim_id("projects", "path", rec.project, self._projects)
+        session_id = self._session_id(source, rec.session, project_id)
+        model_id = self._dim_id("models", "name", rec.model or "", self._models)
+        return session_id, project_id, model_id
+
+    # -- cursors ----------------------------------------------------------------------
+
+    def cursors(self) -> dict[str, FileCursor]:
+        """Every known file's cursor, keyed by path (one query, for cheap no-change scans)."""
+        rows = self.conn.execute(
+            "SELECT id, source, path, dev, ino, size, mtime_ns, offset, state, gone FROM files"
+        ).fetchall()
+        return {
+            r[2]: FileCursor(
+                r[0],
+                r[1],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                orjson.loads(r[8]) if r[8] else {},
+                bool(r[9]),
+            )
+            for r in rows
+        }
+
+    def new_file(self, source: str, path: str) -> FileCursor:
+        """Register a file seen for the first time (cursor at 0)."""
+        with atomic(self.conn):
+            row = self.conn.execute(
+                "INSERT INTO files (source, path, updated_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET gone = 0 RETURNING id",
+                (source, path, int(time.time() * 1000)),
+            ).fetchone()
+        return FileCursor(int(row[0]), source, 0, 0, 0, 0, 0, {})
+
+    def mark_error(self, cursor: FileCursor, error: str | None) -> None:
+        """Record (or clear) why a file could not be read; its cursor does not move."""
+        with atomic(self.conn):
+            self.conn.execute(
+                "UPDATE files SET error = ?, updated_ms = ? WHERE id = ?",
+                (error, int(time.time() * 1000), cursor.file_id),
+            )
+
+    def mark_gone(self, file_ids: Sequence[int]) -> None:
+        """Files that vanished from disk: their events stay, they are only flagged."""
+        with atomic(self.conn):
+            self.conn.executemany(
+                "UPDATE files SET gone = 1 WHERE id = ?", [(i,) for i in file_ids]
+            )
+
+    # -- the write path ---------------------------------------------------------------
+
+    def commit(self, source: Source, batch: Batch) -> tuple[int, int]:
+        """Apply a batch in one transaction. Returns (events inserted, events replaced)."""
+        with atomic(self.conn):
+            inserted, replaced = self._apply(source, batch)
+            self._write_cursor(batch, inserted)
+        return inserted, replaced
+
+    def _apply(self, source: Source, batch: Batch) -> tuple[int, int]:
+        slots = self._existing_slots(source, batch.records)
+        new_slots = self._resolve(source, batch, slots)
+        delta = _Delta()
+        name = source.name
+        pv, host = self.price_version_id, self.host_id
+        inserts = []
+        for s in new_slots:
+            delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
+            inserts.append((name, *_row(s), pv, host))
+        updates = []
+        for s in slots:
+            if not s.dirty or s.before is None:
+                continue
+            old_rec, old_cost, old_kind, old_dims = s.before
+            delta.add(name, old_rec, old_cost, old_kind, old_dims, -1)
+            delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
+            updates.append((*_row(s), pv, s.rid))
+        if inserts:
+            self.conn.executemany(
+                "INSERT INTO events (source, key, grp, sidechain, has_speed, fast, ts, session_id,"
+                " project_id, model_id, input, output, cache_write_5m, cache_write_1h, cache_read,"
+                " reasoning, total, cost, cost_kind, fallback_model, file_id, offset,"
+                " price_version_id, host_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            self.conn.executemany(
+                "UPDATE events SET key = ?, grp = ?, sidechain = ?, has_speed = ?, fast = ?,"
+                " ts = ?,"
+                " session_id = ?, project_id = ?, model_id = ?, input = ?, output = ?,"
+                " cache_write_5m = ?, cache_write_1h = ?, cache_read = ?, reasoning = ?, total = ?,"
+                " cost = ?, cost_kind = ?, fallback_model = ?, file_id = ?, offset = ?,"
+                " price_version_id = ? WHERE id = ?",
+                updates,
+            )
+        self._write_aggregates(delta)
+        return len(inserts), len(updates)
+
+    def _resolve(self, source: Source, batch: Batch, slots: list[_Slot]) -> list[_Slot]:
+        """Decide, record by record, which slot each record fills (ccusage's dedup order)."""
+        by_key: dict[str, _Slot] = {s.rec.key: s for s in slots}
+        by_group: dict[str, list[_Slot]] = {}
+        for s in slots:
+            if s.rec.group is not None:
+                by_group.setdefault(s.rec.group, []).append(s)
+        file_id = batch.cursor.file_id
+        new_slots: list[_Slot] = []
+        for pr in batch.records:
+            rec = pr.record
+            slot = by_key.get(rec.key)
+            if slot is None and rec.group is not None:
+                slot = next(
+                    (s for s in by_group.get(rec.group, ()) if source.alias_match(rec, s.rec)), None
+                )
+            if slot is None:
+                slot = _Slot(
+                    None, rec, pr.cost, pr.cost_kind, self._dims(source.name, rec), file_id
+                )
+                new_slots.append(slot)
+                by_key[rec.key] = slot
+                if rec.group is not None:
+                    by_group.setdefault(rec.group, []).append(slot)
+                continue
+            if not source.prefer(rec, pr.cost, slot.rec, slot.cost):
+                continue
+            if slot.rid is not None and slot.before is None:
+                slot.before = (slot.rec, slot.cost, slot.kind, slot.dims)
+            if slot.rec.key != rec.key:
+                by_key.pop(slot.rec.key, None)
+                by_key[rec.key] = slot
+            slot.rec, slot.cost, slot.kind = rec, pr.cost, pr.cost_kind
+            slot.dims = self._dims(source.name, rec)
+            slot.file_id = file_id
+            slot.dirty = True
+
+        return new_slots
+
+    def _existing_slots(self, source: Source, records: Sequence[PricedRecord]) -> list[_Slot]:
+        keys = list({pr.record.key for pr in records})
+        groups = list({pr.record.group for pr in records if pr.record.group is not None})
+        rows: dict[int, tuple[Any, ...]] = {}
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE source = ? AND key IN ({marks})",
+                (source.name, *chunk),
+            ):
+                rows[row[0]] = row
+        hashes = [_grp(g) for g in groups]
+        for i in range(0, len(hashes), _IN_CHUNK):
+            chunk_h = hashes[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk_h))
+            for row in self.conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE grp IN ({marks}) AND source = ?",
+                (*chunk_h, source.name),
+            ):
+                rows[row[0]] = row
+        return [_slot_from_row(row) for _, row in sorted(rows.items())]
+
+    def _write_aggregates(self, delta: _Delta) -> None:
+        if delta.time:
+            self.conn.executemany(
+                "INSERT INTO agg_time (bucket, source, project_id, model_id, events, input, output,"
+                " cache_write_5m, cache_write_1h, cache_read, reasoning, total, cost, unpriced,"
+                " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (bucket, source, project_id, model_id) DO UPDATE SET"
+                " events = events + excluded.events, input = input + excluded.input,"
+                " output = output + excluded.output,"
+                " cache_write_5m = cache_write_5m + excluded.cache_write_5m,"
+                " cache_write_1h = cache_write_1h + excluded.cache_write_1h,"
+                " cache_read = cache_read + excluded.cache_read,"
+                " reasoning = reasoning + excluded.reasoning, total = total + excluded.total,"
+                " cost = cost + excluded.cost, unpriced = unpriced + excluded.unpriced,"
+                " estimated = estimated + excluded.estimated",
+                [(*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10])) for k, v in delta.time.items()],
+            )
+            self.conn.executemany(
+                "DELETE FROM agg_time WHERE bucket = ? AND source = ? AND project_id = ?"
+                " AND model_id = ? AND events = 0",
+                [k for k, v in delta.time.items() if v[0] <= 0],
+            )
+        if delta.session:
+            self.conn.executemany(
+                "INSERT INTO agg_session (session_id, model_id, events, input, output,"
+                " cache_write_5m, cache_write_1h, cache_read, reasoning, total, cost, unpriced,"
+                " estimated, first_ts, last_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id, model_id) DO UPDATE SET"
+                " events = events + excluded.events, input = input + excluded.input,"
+                " output = output + excluded.output,"
+                " cache_write_5m = cache_write_5m + excluded.cache_write_5m,"
+                " cache_write_1h = cache_write_1h + excluded.cache_write_1h,"
+                " cache_read = cache_read + excluded.cache_read,"
+                " reasoning = reasoning + excluded.reasoning, total = total + excluded.total,"
+                " cost = cost + excluded.cost, unpriced = unpriced + excluded.unpriced,"
+                " estimated = estimated + excluded.estimated,"
+                " first_ts = min(first_ts, excluded.first_ts),"
+                " last_ts = max(last_ts, excluded.last_ts)",
+                [
+                    (*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10]), *_span(v[11], v[12]))
+                    for k, v in delta.session.items()
+                ],
+            )
+
+    def _write_cursor(self, batch: Batch, inserted: int) -> None:
+        c = batch.cursor
+        now = int(time.time() * 1000)
+        if batch.malformed:
+            cur = self.conn.executemany(
+                "INSERT OR IGNORE INTO malformed (file_id, offset, reason, seen_ms)"
+                " VALUES (?, ?, ?, ?)",
+                [(c.file_id, off, reason, now) for off, reason in batch.malformed],
+            )
+            new_bad = cur.rowcount
+        else:
+            new_bad = 0
+        self.conn.execute(
+            "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, offset = ?, state = ?,"
+            " events = events + ?, malformed = malformed + ?, error = ?, gone = 0, updated_ms = ?"
+            " WHERE id = ?",
+            (
+                c.dev,
+                c.ino,
+                c.size,
+                c.mtime_ns,
+                c.offset,
+                orjson.dumps(c.state).decode() if c.state else None,
+                inserted,
+                max(new_bad, 0),
+                batch.error,
+                now,
+                c.file_id,
+            ),
+        )
+
+
+def _ints(values: Sequence[float]) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _span(first: float, last: float) -> tuple[int, int]:
+    # A session key touched only by removals keeps its stored span.
+    if first != first:
+        return (2**62, -(2**62))
+    return int(first), int(last)
+
+
+def _row(s: _Slot) -> tuple[Any, ...]:
+    r = s.rec
+    session_id, project_id, model_id = s.dims
+    return (
+        r.key,
+        _grp(r.group),
+        int(r.sidechain),
+        int(r.has_speed),
+        int(r.fast),
+        r.ts_ms,
+        session_id,
+        project_id,
+        model_id,
+        r.input,
+        r.output,
+        r.cache_write_5m,
+        r.cache_write_1h,
+        r.cache_read,
+        r.reasoning,
+        r.total,
+        s.cost,
+        s.kind,
+        int(r.fallback_model),
+        s.file_id,
+        r.offset,
+    )
+
+
+def _slot_from_row(row: tuple[Any, ...]) -> _Slot:
+    (rid, key, grp, sidechain, has_speed, fast, ts, session_id, project_id, model_id,
+     inp, out, cw5, cw1, cr, reasoning, total, cost, kind, file_id) = row  # fmt: skip
+    group = key.split(":", 1)[0] if grp is not None else None
+    rec = Record(
+        key=key,
+        ts_ms=ts,
+        session="",
+        project="",
+        model=None,
+        price_model=None,
+        pricing="anthropic",
+        input=inp,
+        output=out,
+        cache_write_5m=cw5,
+        cache_write_1h=cw1,
+        cache_read=cr,
+        reasoning=reasoning,
+        total=total,
+        fast=bool(fast),
+        group=group,
+        sidechain=bool(sidechain),
+        has_speed=bool(has_speed),
+    )
+    return _Slot(rid, rec, cost, kind, (session_id, project_id, model_id), file_id)

@@ -1,0 +1,119 @@
+"""Read-side SQL: every query reports and status run against the ledger lives here."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AGG_COLUMNS",
+    "AggRow",
+    "bucket_range",
+    "grouped_time",
+    "ledger_summary",
+    "sessions",
+]
+
+AGG_COLUMNS = (
+    "events",
+    "input",
+    "output",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+    "reasoning",
+    "total",
+    "cost",
+    "unpriced",
+    "estimated",
+)
+_SUMS = ", ".join(f"SUM({c})" for c in AGG_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class AggRow:
+    """Summed aggregate values for one group."""
+
+    group: str
+    source: str
+    model: str
+    values: tuple[float, ...]
+    first_ts: int | None = None
+    last_ts: int | None = None
+    project: str | None = None
+
+
+def bucket_range(conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """The first and last 15-minute bucket that holds any usage."""
+    row = conn.execute("SELECT MIN(bucket), MAX(bucket) FROM agg_time").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+def _source_filter(sources: Sequence[str], column: str) -> tuple[str, list[str]]:
+    if not sources:
+        return "", []
+    return f" AND {column} IN ({','.join('?' * len(sources))})", list(sources)
+
+
+def grouped_time(
+    conn: sqlite3.Connection,
+    group_expr: str,
+    *,
+    lo: int,
+    hi: int,
+    sources: Sequence[str] = (),
+    by_project: bool = False,
+) -> list[AggRow]:
+    """Sum ``agg_time`` over buckets ``[lo, hi)`` grouped by ``group_expr``, source and model.
+
+    ``group_expr`` is an SQL expression over ``bucket`` built by the report module (it maps
+    a bucket to a local date, week or month); it never contains user input.
+    """
+    where, params = _source_filter(sources, "a.source")
+    project_col = "p.path" if by_project else "NULL"
+    sql = (
+        f"SELECT {group_expr} AS g, a.source, m.name, {project_col}, {_SUMS}"
+        " FROM agg_time a JOIN models m ON m.id = a.model_id"
+        + (" JOIN projects p ON p.id = a.project_id" if by_project else "")
+        + f" WHERE a.bucket >= ? AND a.bucket < ?{where}"
+        f" GROUP BY g, a.source, a.model_id{', a.project_id' if by_project else ''}"
+    )
+    return [
+        AggRow(r[0], r[1], r[2], tuple(r[4:]), project=r[3])
+        for r in conn.execute(sql, [lo, hi, *params])
+    ]
+
+
+def sessions(conn: sqlite3.Connection, *, sources: Sequence[str] = ()) -> list[AggRow]:
+    """Per-session, per-model sums with first and last activity."""
+    where, params = _source_filter(sources, "s.source")
+    sql = (
+        f"SELECT s.session, s.source, m.name, p.path, {_SUMS}, MIN(a.first_ts), MAX(a.last_ts)"
+        " FROM agg_session a JOIN sessions s ON s.id = a.session_id"
+        " JOIN models m ON m.id = a.model_id JOIN projects p ON p.id = s.project_id"
+        f" WHERE 1 = 1{where} GROUP BY a.session_id, a.model_id"
+    )
+    return [
+        AggRow(r[0], r[1], r[2], tuple(r[4:15]), first_ts=r[15], last_ts=r[16], project=r[3])
+        for r in conn.execute(sql, params)
+    ]
+
+
+def ledger_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Per source: files tracked, files gone, malformed lines, files in error, events."""
+    out: dict[str, dict[str, int]] = {}
+    for source, files, gone, malformed, errors, events in conn.execute(
+        "SELECT source, COUNT(*), SUM(gone), SUM(malformed), SUM(error IS NOT NULL), SUM(events)"
+        " FROM files GROUP BY source"
+    ):
+        out[source] = {
+            "files": files,
+            "files_gone": gone or 0,
+            "malformed_lines": malformed or 0,
+            "files_in_error": errors or 0,
+            "events_read": events or 0,
+        }
+    return out
