@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from sufd import __version__
 from sufd.errors import ConfigError, SufdError
+from sufd.runtime import AlreadyRunning
 
 if TYPE_CHECKING:
     from sufd.settings import Settings
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_RUNNING, EXIT_CONFIG = 0, 1, 2, 75, 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,40 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     paths = sub.add_parser("paths", help="where sufd keeps its config, ledger, logs and socket")
     paths.add_argument("--json", action="store_true", help="machine-readable output")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground (what launchd/systemd start)",
+        description="Run the daemon in the foreground: catch up on everything written while it"
+        " was down, then watch every source root and ingest each change within a fraction of a"
+        " second. Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the config. Exit codes: 0"
+        " clean stop, 1 crash, 75 another instance is running, 78 configuration error.",
+    )
+    run.add_argument(
+        "--foreground", action="store_true", help="accepted for service managers (always true)"
+    )
+    run.add_argument(
+        "--no-watcher",
+        action="store_true",
+        help="serve control and reconcile on request, without live watching"
+        " (also SUFD_DISABLE_WATCHER=1)",
+    )
+    config = sub.add_parser("config", help="show or change the configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_sub.add_parser(
+        "show", help="the effective settings and where each came from (file, env, flag, default)"
+    )
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    setter = config_sub.add_parser(
+        "set",
+        help="validate and write one setting to the config file",
+        description="Validate KEY=VALUE against the full configuration, then write the config"
+        " file (a backup of the previous file is kept as config.toml.bak; comments are not"
+        " preserved). Example: sufd config set watch.debounce_ms 100",
+    )
+    setter.add_argument("key", help="dotted key, e.g. report.timezone or sources.codex.enabled")
+    setter.add_argument(
+        "value", help='the value (TOML syntax: true, 100, "text"; bare text is a string)'
+    )
     return parser
 
 
@@ -60,6 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _paths(settings, as_json=args.json)
         if args.command == "ingest":
             return _ingest(settings, quiet=args.quiet, as_json=args.json)
+        if args.command == "run":
+            if args.no_watcher:
+                settings = settings_mod.load(args.config, overrides={"watch.enabled": False})
+            return _run(settings, args.config)
+        if args.command == "config":
+            from sufd import config_cmd
+
+            if args.config_command == "show":
+                return config_cmd.show(settings, as_json=args.json)
+            return config_cmd.set_value(settings, args.key, args.value)
+    except AlreadyRunning as exc:
+        print(f"sufd: {exc}", file=sys.stderr)
+        return EXIT_RUNNING
     except ConfigError as exc:
         print(f"sufd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -67,6 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sufd: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_USAGE
+
+
+def _run(settings: Settings, config: Path | None) -> int:
+    from sufd import logs
+    from sufd.daemon import Daemon
+
+    problem = logs.configure(
+        settings.log_level, mode="daemon", log_dir=settings.paths.log_dir, env=settings.env
+    )
+    daemon = Daemon(settings, config_path=config, log_problem=problem)
+    return daemon.run()
 
 
 def _paths(settings: Settings, *, as_json: bool) -> int:

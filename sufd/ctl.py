@@ -1,13 +1,17 @@
-"""``sufctl``: the client. Reports read the ledger directly (read-only), so they work whether
-the daemon runs or not.
+"""``sufctl``: the client. Control verbs talk to the daemon over its socket; reports read the
+ledger directly (read-only), so they work whether the daemon runs or not.
 
-Exit codes follow supervisorctl: 0 ok, 1 error, 2 usage.
+Exit codes follow supervisorctl: ``status`` exits 0 when the daemon runs, 3 when it does not,
+4 when its state is unknown (timeout, permission, protocol mismatch); other commands exit 0
+on success, 1 on an error from the daemon, 2 on a usage error, 4 when the daemon cannot be
+reached properly and 7 when it is not running.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +21,8 @@ from sufd.errors import ConfigError, SufdError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_STATUS_NOT_RUNNING, EXIT_UNKNOWN, EXIT_NOT_RUNNING = 3, 4, 7
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +70,46 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--breakdown", action="store_true", help="one line per model under each row"
     )
+
+    def verb(name: str, help_text: str, *, sources: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+        if sources:
+            p.add_argument(
+                "sources", nargs="*", metavar="SOURCE", help="claude, codex, ... (default: all)"
+            )
+        return p
+
+    verb("status", "the daemon's state, roots, files, events, last cycle and store size")
+    pause = verb(
+        "pause-watcher",
+        "stop observing sources (the daemon keeps serving); persists across restarts",
+        sources=True,
+    )
+    pause.add_argument(
+        "--for", dest="duration", metavar="DURATION", help="expire after e.g. 30s, 10m, 2h"
+    )
+    pause.add_argument("--reason", metavar="TEXT", default="", help="shown in status")
+    verb(
+        "resume-watcher",
+        "observe again; everything written during the pause is ingested",
+        sources=True,
+    )
+    verb("rescan", "compare every file with its cursor now and ingest what is new", sources=True)
+    verb("reload", "re-read the config file (an invalid one keeps the running config)")
+    verb("ping", "check that the daemon answers")
+    verb("shutdown", "stop the daemon (under a service manager prefer `sufd stop`)")
+    tail = verb("tail", "stream usage events live as the daemon commits them")
+    tail.add_argument("--count", type=int, default=0, help="stop after N events (default: never)")
+    sl = sub.add_parser(
+        "statusline",
+        help="one line for Claude Code's status line (reads its JSON on stdin)",
+        description="Session cost, today's cost and the last hour's spend. For Claude Code's"
+        " settings, the lighter `sufd-statusline` command does the same.",
+    )
+    sl.add_argument("--socket", help=argparse.SUPPRESS)
+    sl.add_argument("--db", help=argparse.SUPPRESS)
     return parser
 
 
@@ -74,11 +120,179 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args)
+        if args.command == "statusline":
+            from sufd.statusline import main as statusline_main
+
+            extra = [
+                a
+                for pair in (("--socket", args.socket), ("--db", args.db))
+                if pair[1]
+                for a in pair
+            ]
+            return statusline_main(extra)
+        return _control(args)
     except SufdError as exc:
         print(f"sufctl: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``10m``, ``2h``, ``1d`` → seconds.
+
+    Raises:
+        ConfigError: not a positive duration.
+    """
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _DURATION_UNITS else "s"
+    number = value[:-1] if value[-1:] in _DURATION_UNITS else value
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"--for {text!r} is not a duration (e.g. 30s, 10m, 2h)") from None
+    if seconds <= 0:
+        raise ConfigError(f"--for {text!r} must be positive")
+    return seconds
+
+
+def _control(args: argparse.Namespace) -> int:
+    from sufd import client
+    from sufd.settings import KNOWN_SOURCES, load
+
+    socket_path = load(args.config).paths.socket
+    cmd = args.command
+    call_args: dict[str, object] = {}
+    if hasattr(args, "sources"):
+        unknown = [s for s in args.sources if s not in KNOWN_SOURCES]
+        if unknown:
+            raise ConfigError(f"unknown source {unknown[0]!r} (known: {', '.join(KNOWN_SOURCES)})")
+        call_args["sources"] = list(args.sources)
+    if cmd == "pause-watcher":
+        if args.duration:
+            call_args["for_s"] = parse_duration(args.duration)
+        call_args["reason"] = args.reason
+        call_args["pid"] = os.getpid()
+    try:
+        if cmd == "tail":
+            return _tail(socket_path, args)
+        result = client.call(socket_path, cmd, call_args, timeout=args.timeout)
+    except client.DaemonNotRunning as exc:
+        print(f"sufctl: {exc}", file=sys.stderr)
+        if cmd == "status" and args.json:
+            print(json.dumps({"state": "not-running"}))
+        return EXIT_STATUS_NOT_RUNNING if cmd == "status" else EXIT_NOT_RUNNING
+    except client.DaemonUnreachable as exc:
+        print(f"sufctl: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except client.DaemonError as exc:
+        print(f"sufctl: {cmd} failed: {exc} [{exc.code}]", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif cmd == "status":
+        print(render_status(result))
+    else:
+        print(_summary(cmd, result))
+    return EXIT_OK
+
+
+def _summary(cmd: str, result: dict[str, object]) -> str:
+    if cmd == "pause-watcher":
+        until = result.get("until")
+        tail = "" if until is None else f" until {_clock(float(until))}"  # type: ignore[arg-type]
+        return f"paused: {', '.join(result['paused'])}{tail}"  # type: ignore[arg-type]
+    if cmd == "resume-watcher":
+        return (
+            f"resumed: {', '.join(result['resumed'])} (catching up on what was written meanwhile)"  # type: ignore[arg-type]
+        )
+    if cmd == "rescan":
+        return f"rescan scheduled: {', '.join(result['scheduled'])}"  # type: ignore[arg-type]
+    if cmd == "reload":
+        return f"configuration reloaded ({result.get('roots')} roots)"
+    if cmd == "shutdown":
+        return f"sufd (pid {result.get('pid')}) is stopping"
+    return f"pong from sufd pid {result.get('pid')}"
+
+
+def _clock(epoch: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _uptime(seconds: int) -> str:
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def render_status(st: dict[str, object]) -> str:
+    """supervisorctl-like text: one line for the daemon, one per root, stable for grep."""
+    sources = st.get("sources") or []
+    assert isinstance(sources, list)
+    roots = [r for s in sources for r in s.get("roots", [])]
+    watching = sum(1 for r in roots if r.get("state") in ("watching", "polling"))
+    missing = sum(1 for r in roots if r.get("state") == "missing")
+    state = str(st.get("state", "unknown"))
+    uptime = _uptime(int(str(st.get("uptime_s", 0))))
+    lines = [
+        f"{'sufd':<11} {'RUNNING':<9} pid {st.get('pid')}, uptime {uptime}, {state},"
+        f" watching {watching}/{len(roots)} roots ({missing} missing)"
+    ]
+    for src in sources:
+        lines.append(
+            f"{src['name']:<11} {str(src['state']).upper():<9} {src['files_tracked']} files,"
+            f" {src['events']:,} events, last event {src['last_event_at'] or '-'},"
+            f" {src['malformed_lines']} malformed lines"
+        )
+        for root in src.get("roots", []):
+            lines.append(
+                f"  {str(root['state']).upper():<9} {root['path']}  ({root.get('backend') or '-'})"
+            )
+    pause = st.get("pause") or {}
+    assert isinstance(pause, dict)
+    for name, p in pause.items():
+        until = f" until {_clock(p['until'])}" if p.get("until") else ""
+        reason = f" ({p['reason']})" if p.get("reason") else ""
+        lines.append(f"paused      {name} since {_clock(p['since'])}{until}{reason}")
+    cycle = st.get("last_cycle") or {}
+    assert isinstance(cycle, dict)
+    store = st.get("store") or {}
+    assert isinstance(store, dict)
+    lag = cycle.get("lag_ms")
+    lines.append(
+        f"last cycle  {cycle.get('kind') or '-'}: {cycle.get('files', 0)} files,"
+        f" {cycle.get('events', 0)} new events in {cycle.get('duration_ms', 0)} ms"
+        f" (lag {'-' if lag is None else lag} ms); store {int(store.get('bytes', 0)) / 1e6:,.1f} MB"
+    )
+    for warning in st.get("warnings") or []:  # type: ignore[attr-defined]
+        lines.append(f"warning     {warning}")
+    return "\n".join(lines)
+
+
+def _tail(socket_path: Path, args: argparse.Namespace) -> int:
+    from sufd import client
+
+    seen = 0
+    try:
+        for event in client.stream(socket_path, "tail", {}, timeout=args.timeout):
+            if args.json:
+                print(json.dumps(event), flush=True)
+            else:
+                mark = "~" if event.get("replaced") else "+"
+                print(
+                    f"{mark} {event['ts']} {event['source']:<7} {event.get('model') or '-':<28}"
+                    f" in {event['input']:>8,} out {event['output']:>7,} cache r/w"
+                    f" {event['cache_read']:>9,}/{event['cache_write']:>8,}  ${event['cost']:.4f}",
+                    flush=True,
+                )
+            seen += 1
+            if args.count and seen >= args.count:
+                return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +32,12 @@ from sufd.store.ledger import (
     PricedRecord,
 )
 
-__all__ = ["FileResult", "IngestStats", "Ingestor", "price_record"]
+__all__ = ["CommitHook", "FileResult", "IngestStats", "Ingestor", "price_record"]
 
 log = structlog.get_logger(__name__)
 
 BATCH_BYTES = 16 * 1024 * 1024
+CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 BATCH_RECORDS = 20_000
 
 
@@ -159,27 +161,50 @@ def price_record(rec: Record, table: PriceTable, mode: str) -> PricedRecord:
 class Ingestor:
     """Reads source files into the ledger; one instance per writing process."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, prices: PriceTable) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        prices: PriceTable,
+        *,
+        on_commit: CommitHook | None = None,
+        interrupt: threading.Event | None = None,
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.prices = prices
         self.sources = enabled_sources(settings)
+        self.on_commit = on_commit
+        # Set by the daemon on shutdown: stop after the current batch commit.
+        self.interrupt = interrupt or threading.Event()
         self._cursors: dict[str, FileCursor] | None = None
 
-    def discover(self) -> Iterator[tuple[Source, Path, Path]]:
-        """Every owned file under every existing root of every enabled source."""
+    def discover(self, only: Collection[str] | None = None) -> Iterator[tuple[Source, Path, Path]]:
+        """Every owned file under every existing root of the enabled sources (or ``only``)."""
         for source in self.sources:
+            if only is not None and source.name not in only:
+                continue
             for root in source.roots(self.settings):
                 for path in source.scan(root):
                     yield source, root, path
 
-    def ingest_all(self, progress: Callable[[IngestStats, int], None] | None = None) -> IngestStats:
-        """A catch-up pass over everything (what the daemon runs at start)."""
+    def ingest_all(
+        self,
+        progress: Callable[[IngestStats, int], None] | None = None,
+        *,
+        only: Collection[str] | None = None,
+    ) -> IngestStats:
+        """A catch-up pass over everything (what the daemon runs at start and to reconcile).
+
+        Unchanged files cost one ``stat`` each. ``only`` limits the pass to these sources.
+        """
         stats = IngestStats()
-        found = list(self.discover())
+        found = list(self.discover(only))
         self._cursors = self.ledger.cursors()
         seen: set[str] = set()
         for source, root, path in found:
+            if self.interrupt.is_set():
+                return stats
             seen.add(str(path))
             stats.add(self.ingest_file(source, root, path))
             if progress is not None:
@@ -187,7 +212,10 @@ class Ingestor:
         gone = [
             c.file_id
             for p, c in self._cursors.items()
-            if p not in seen and not c.gone and not os.path.lexists(p)
+            if p not in seen
+            and not c.gone
+            and (only is None or c.source in only)
+            and not os.path.lexists(p)
         ]
         if gone:
             self.ledger.mark_gone(gone)
@@ -205,14 +233,17 @@ class Ingestor:
         )
         return stats
 
-    def ingest_paths(self, paths: Iterable[Path]) -> IngestStats:
-        """Ingest just these files (a watcher's change batch); unknown paths are ignored."""
+    def ingest_paths(self, paths: Iterable[Path], *, skip: Collection[str] = ()) -> IngestStats:
+        """Ingest just these files (a watcher's change batch).
+
+        Paths no enabled source owns, and those of sources in ``skip``, are ignored.
+        """
         stats = IngestStats()
         if self._cursors is None:
             self._cursors = self.ledger.cursors()
-        for path in paths:
+        for path in sorted(set(paths)):
             match = self._owner(path)
-            if match is not None:
+            if match is not None and match[0].name not in skip:
                 stats.add(self.ingest_file(match[0], match[1], path))
         return stats
 
@@ -297,6 +328,8 @@ class Ingestor:
                 if pending_bytes >= BATCH_BYTES or len(batch.records) >= BATCH_RECORDS:
                     batch = self._commit(source, batch, ctx, end, fst.st_size, result)
                     pending_bytes = 0
+                    if self.interrupt.is_set():
+                        break
             self._commit(source, batch, ctx, end, max(fst.st_size, end), result)
         result.bytes_read = end - start
 
@@ -312,8 +345,10 @@ class Ingestor:
         cursor = batch.cursor
         cursor.offset, cursor.size, cursor.state = end, size, dict(ctx.state)
         inserted, replaced = self.ledger.commit(source, batch)
-        result.inserted += inserted
-        result.replaced += replaced
+        result.inserted += len(inserted)
+        result.replaced += len(replaced)
+        if self.on_commit is not None and (inserted or replaced):
+            self.on_commit(source.name, inserted, replaced)
         result.malformed += len(batch.malformed)
         if batch.malformed:
             log.info(

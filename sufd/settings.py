@@ -91,6 +91,10 @@ class Settings:
     timezone: str | None = None
     log_level: str = "info"
     max_line_bytes: int = 64 * 1024 * 1024
+    watch_enabled: bool = True
+    debounce_ms: int = 200
+    reconcile_interval_s: int = 60
+    force_polling: bool = False
     price_overrides: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -161,6 +165,18 @@ def load(
     log_tbl = res.table("log")
     level = res.choice("log.level", "SUFD_LOG_LEVEL", log_tbl, "info", LOG_LEVELS)
 
+    watch_tbl = res.table("watch")
+    debounce = res.integer("watch.debounce_ms", "SUFD_DEBOUNCE_MS", watch_tbl, 200, minimum=1)
+    reconcile = res.integer(
+        "watch.reconcile_interval_s", "SUFD_RECONCILE_INTERVAL_S", watch_tbl, 60, minimum=1
+    )
+    polling = res.boolean("watch.force_polling", "SUFD_FORCE_POLLING", watch_tbl, False)
+    watch_on = res.boolean("watch.enabled", None, watch_tbl, True)
+    for var in ("SUFD_DISABLE_WATCHER", "STACKUNDERFLOW_DISABLE_WATCHER"):
+        if env.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            watch_on = False
+            res.origins["watch.enabled"] = f"env {var}"
+
     sources = _sources(res)
     overrides_tbl = res.table("prices").get("overrides", {})
     price_overrides = _price_overrides(overrides_tbl, path)
@@ -174,6 +190,10 @@ def load(
         timezone=tz,
         log_level=level,
         max_line_bytes=max_line,
+        watch_enabled=watch_on,
+        debounce_ms=debounce,
+        reconcile_interval_s=reconcile,
+        force_polling=polling,
         price_overrides=MappingProxyType(price_overrides),
         origins=MappingProxyType(res.origins),
     )
@@ -186,7 +206,7 @@ _KNOWN_KEYS = {
     "log": {"level"},
     "prices": {"overrides"},
     "sources": None,
-    "watch": None,
+    "watch": {"enabled", "debounce_ms", "reconcile_interval_s", "force_polling"},
 }
 
 
@@ -263,6 +283,20 @@ class _Resolver:
         if isinstance(value, bool) or number < minimum:
             raise ConfigError(f"{self.file}: {key} must be an integer >= {minimum}, got {value!r}")
         return number
+
+    def boolean(self, key: str, env_key: str | None, tbl: dict[str, Any], default: bool) -> bool:
+        value, origin = self._lookup(key, env_key, tbl)
+        self.origins[key] = origin
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{self.file}: {key} must be true or false, got {value!r}")
 
     def warn_unknown(self) -> None:
         for name, value in self.raw.items():

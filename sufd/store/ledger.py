@@ -283,14 +283,18 @@ class Ledger:
 
     # -- the write path ---------------------------------------------------------------
 
-    def commit(self, source: Source, batch: Batch) -> tuple[int, int]:
-        """Apply a batch in one transaction. Returns (events inserted, events replaced)."""
+    def commit(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
+        """Apply a batch in one transaction.
+
+        Returns the records that became new events and those that replaced an existing
+        event (the final state of each slot this batch changed).
+        """
         with atomic(self.conn):
             inserted, replaced = self._apply(source, batch)
-            self._write_cursor(batch, inserted)
+            self._write_cursor(batch, len(inserted))
         return inserted, replaced
 
-    def _apply(self, source: Source, batch: Batch) -> tuple[int, int]:
+    def _apply(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
         slots = self._existing_slots(source, batch.records)
         new_slots = self._resolve(source, batch, slots)
         delta = _Delta()
@@ -328,7 +332,14 @@ class Ledger:
                 updates,
             )
         self._write_aggregates(delta)
-        return len(inserts), len(updates)
+        return (
+            [PricedRecord(s.rec, s.cost, s.kind) for s in new_slots],
+            [
+                PricedRecord(s.rec, s.cost, s.kind)
+                for s in slots
+                if s.dirty and s.before is not None
+            ],
+        )
 
     def _resolve(self, source: Source, batch: Batch, slots: list[_Slot]) -> list[_Slot]:
         """Decide, record by record, which slot each record fills (ccusage's dedup order)."""

@@ -13,6 +13,8 @@ __all__ = [
     "grouped_time",
     "ledger_summary",
     "sessions",
+    "source_totals",
+    "statusline",
 ]
 
 AGG_COLUMNS = (
@@ -117,3 +119,40 @@ def ledger_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             "events_read": events or 0,
         }
     return out
+
+
+def source_totals(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Per source: events in the ledger and the newest event time (epoch ms)."""
+    out: dict[str, dict[str, int]] = {}
+    for source, events in conn.execute("SELECT source, SUM(events) FROM agg_time GROUP BY source"):
+        out.setdefault(source, {})["events"] = int(events or 0)
+    for source, last in conn.execute(
+        "SELECT s.source, MAX(a.last_ts) FROM agg_session a JOIN sessions s ON s.id = a.session_id"
+        " GROUP BY s.source"
+    ):
+        out.setdefault(source, {})["last_ms"] = int(last or 0)
+    return out
+
+
+def statusline(
+    conn: sqlite3.Connection, session: str | None, *, day_start_ms: int, now_ms: int
+) -> dict[str, float | None]:
+    """The numbers of the status line: this session's cost, today's, and the last hour's."""
+    session_cost: float | None = None
+    if session:
+        row = conn.execute(
+            "SELECT SUM(a.cost) FROM agg_session a JOIN sessions s ON s.id = a.session_id"
+            " WHERE s.session = ?",
+            (session,),
+        ).fetchone()
+        session_cost = float(row[0]) if row and row[0] is not None else 0.0
+    bucket_ms = 900_000
+    (today,) = conn.execute(
+        "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ?",
+        (day_start_ms // bucket_ms,),
+    ).fetchone()
+    (hour,) = conn.execute(
+        "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ?",
+        ((now_ms - 3_600_000) // bucket_ms,),
+    ).fetchone()
+    return {"session_cost": session_cost, "today_cost": float(today), "last_hour_cost": float(hour)}

@@ -1,0 +1,694 @@
+"""The long-running daemon: ``serve()`` = startup → main loop → shutdown.
+
+One asyncio loop runs the control socket, the root watchers and a heartbeat. All writes to
+the ledger happen on one dedicated writer thread (ingest jobs are queued to it), so the loop
+keeps answering while a large catch-up runs. Signal handlers only set flags; the loop acts
+on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sufd import __version__
+from sufd.errors import ConfigError
+from sufd.ingest import Ingestor, IngestStats
+from sufd.notify import Notifier
+from sufd.prices import PriceTable
+from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
+from sufd.runtime import InstanceLock, prepare_runtime_dir
+from sufd.settings import KNOWN_SOURCES, Settings, load
+from sufd.sources import enabled_sources
+from sufd.state import Pause, State, load_state, save_state
+from sufd.statusline import format_line
+from sufd.store import open_readonly, open_store, queries
+from sufd.store.ledger import Ledger, PricedRecord
+from sufd.watcher import RootWatcher
+
+__all__ = ["Daemon", "SHUTDOWN_TIMEOUT_S"]
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 4.0
+HEARTBEAT_S = 1.0
+TAIL_QUEUE = 2000
+
+
+@dataclass
+class _Cycle:
+    """The last ingest cycle, for ``status``."""
+
+    kind: str = ""
+    files: int = 0
+    events: int = 0
+    replaced: int = 0
+    bytes: int = 0
+    duration_ms: int = 0
+    lag_ms: int | None = None
+    at: float | None = None
+    errors: int = 0
+
+
+@dataclass
+class _Pending:
+    paths: set[Path] = field(default_factory=set)
+    full: set[str] = field(default_factory=set)
+    since: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.full)
+
+
+class Daemon:
+    """The sufd daemon. Construct cheaply; :meth:`run` does the work."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        watcher_factory: Callable[..., RootWatcher] = RootWatcher,
+        log_problem: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self._watcher_factory = watcher_factory
+        self.notifier = Notifier(settings.env)
+        self.state_path = settings.paths.state_dir / "state.json"
+        self.state = State()
+        self.started_at = time.time()
+        self.phase = "starting"
+        self.watchers: list[RootWatcher] = []
+        self.cycle = _Cycle()
+        self.cycles = 0
+        self.totals = {"events": 0, "replaced": 0, "malformed": 0, "errors": 0}
+        self.last_event_ms: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pending = _Pending()
+        self._reload_requested = False
+        self._lock = InstanceLock(settings.paths.lock)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sufd-writer")
+        self._ingestor: Ingestor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._server: Any = None
+        self._tails: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watch_stop = asyncio.Event()
+        self._last_reconcile = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._interrupt = threading.Event()
+        self.exit_code = 0
+        self.log_problem = log_problem
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run in the foreground until stopped; returns the process exit code."""
+        asyncio.run(self.serve())
+        return self.exit_code
+
+    async def serve(self) -> None:
+        """Startup, then serve until asked to stop, then shut down cleanly."""
+        self._loop = asyncio.get_running_loop()
+        await self.startup()
+        try:
+            await self._main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """Lock, open and migrate the store, bind the socket, start watching, notify READY."""
+        from sufd.control import ControlServer
+
+        log.info("daemon.starting", version=__version__, pid=os.getpid())
+        if self.log_problem:
+            log.warning("log.file_unavailable", problem=self.log_problem)
+        paths = self.settings.paths
+        prepare_runtime_dir(paths.runtime_dir)
+        self._lock.acquire()
+        try:
+            await self._in_writer(self._open_writer)
+            self._read_conn = open_readonly(paths.db)
+            self.state = load_state(self.state_path)
+            self._install_signals()
+            self._server = ControlServer(paths.socket, self._handlers(), {"tail": self._tail})
+            await self._server.start()
+            self._start_watchers()
+        except BaseException:
+            self._lock.release()
+            raise
+        self.phase = "running"
+        self.request_full(KNOWN_SOURCES, reason="startup")
+        self.notifier.ready(self._status_line())
+        log.info(
+            "daemon.ready",
+            socket=str(paths.socket),
+            db=str(paths.db),
+            watching=self.settings.watch_enabled,
+            roots=len(self.watchers),
+        )
+
+    async def shutdown(self) -> None:
+        """Stop watching, finish the current cycle, close the socket, release the lock."""
+        self.phase = "stopping"
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        self._watch_stop.set()
+        for q in list(self._tails):
+            q.put_nowait(None)
+        if self._server is not None:
+            await self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        # The writer finishes its current file batch; a cursor never moves without its events.
+        self._interrupt.set()
+        try:
+            await asyncio.wait_for(self._in_writer(self._close_conns), timeout=SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("daemon.writer_still_busy", timeout_s=SHUTDOWN_TIMEOUT_S)
+        self._writer.shutdown(wait=False, cancel_futures=True)
+        self._lock.release()
+        log.info("daemon.stopped", uptime_s=int(time.time() - self.started_at))
+
+    def _close_conns(self) -> None:
+        for conn in (self._write_conn, self._read_conn):
+            if conn is not None:
+                conn.close()
+        self._write_conn = self._read_conn = None
+
+    def request_stop(self) -> None:
+        """Ask the loop to shut down (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+
+    def handle_signal(self, signum: int) -> None:
+        """The whole signal policy: record what was asked; the loop does it."""
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            log.info("daemon.signal", signal=signal.Signals(signum).name)
+            self.request_stop()
+        elif signum == signal.SIGHUP:
+            self._reload_requested = True
+            self._wake.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.handle_signal, sig)
+
+    async def _main_loop(self) -> None:
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                wake = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
+                wake.cancel()
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                if self._reload_requested:
+                    self._reload_requested = False
+                    # A bad config is logged by reload(); the old configuration stays.
+                    with contextlib.suppress(ProtocolError):
+                        await self.reload()
+                if self._pending:
+                    cycle = asyncio.ensure_future(self._run_cycle())
+                    await asyncio.wait({stop, cycle}, return_when=asyncio.FIRST_COMPLETED)
+                    if not cycle.done():
+                        # Stopping mid-cycle: the writer ends after its current batch commit.
+                        self._interrupt.set()
+                        await asyncio.wait({cycle}, timeout=SHUTDOWN_TIMEOUT_S)
+                        break
+                    cycle.result()
+        finally:
+            stop.cancel()
+
+    # -- writer thread ----------------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    def _open_writer(self) -> None:
+        prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
+        self._write_conn = open_store(self.settings.paths.db)
+        ledger = Ledger(self._write_conn, price_version=prices.version)
+        self._ingestor = Ingestor(
+            self.settings, ledger, prices, on_commit=self._committed, interrupt=self._interrupt
+        )
+
+    def _committed(
+        self, source: str, inserted: list[PricedRecord], replaced: list[PricedRecord]
+    ) -> None:
+        # Runs on the writer thread: hand the events to the loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._publish, source, inserted, replaced)
+
+    def _publish(
+        self, source: str, inserted: list[PricedRecord], replaced: list[PricedRecord]
+    ) -> None:
+        for pr in inserted + replaced:
+            ts = pr.record.ts_ms
+            if ts > self.last_event_ms.get(source, 0):
+                self.last_event_ms[source] = ts
+        if not self._tails:
+            return
+        now = time.time()
+        items = [_event_json(source, pr, False, now) for pr in inserted]
+        items += [_event_json(source, pr, True, now) for pr in replaced]
+        for q in list(self._tails):
+            for item in items:
+                try:
+                    q.put_nowait(item)
+                except asyncio.QueueFull:
+                    self._tails.discard(q)
+                    log.warning("tail.client_too_slow")
+                    break
+
+    def request_paths(self, source: str, paths: set[Path]) -> None:
+        """Called by the watchers with changed files."""
+        if not self._pending:
+            self._pending.since = time.monotonic()
+        self._pending.paths |= paths
+        self._wake.set()
+
+    def request_full(self, sources: tuple[str, ...] | list[str] | set[str], *, reason: str) -> None:
+        """Queue a scan of every file of these sources (catch-up, reconcile, rescan)."""
+        if not self._pending:
+            self._pending.since = time.monotonic()
+        self._pending.full |= set(sources)
+        log.debug("ingest.scan_requested", sources=sorted(sources), reason=reason)
+        self._wake.set()
+
+    async def _run_cycle(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        paused = self._paused_sources()
+        full = pending.full - paused
+        paths = pending.paths
+        ingestor = self._ingestor
+        assert ingestor is not None
+
+        def job() -> IngestStats:
+            stats = IngestStats()
+            if full:
+                part = ingestor.ingest_all(only=full)
+                _merge(stats, part)
+            owners = ingestor.sources
+            rest = {p for p in paths if not any(s.name in full and s.owns(p) for s in owners)}
+            if rest:
+                _merge(stats, ingestor.ingest_paths(rest, skip=paused))
+            return stats
+
+        started = time.monotonic()
+        stats: IngestStats = await self._in_writer(job)
+        done = time.monotonic()
+        self.cycles += 1
+        self.cycle = _Cycle(
+            kind="scan" if full else "changes",
+            files=stats.files_read,
+            events=stats.inserted,
+            replaced=stats.replaced,
+            bytes=stats.bytes_read,
+            duration_ms=int((done - started) * 1000),
+            lag_ms=int((done - pending.since) * 1000) if pending.since else None,
+            at=time.time(),
+            errors=len(stats.errors),
+        )
+        self.totals["events"] += stats.inserted
+        self.totals["replaced"] += stats.replaced
+        self.totals["malformed"] += stats.malformed
+        self.totals["errors"] += len(stats.errors)
+        if stats.files_read or stats.errors:
+            log.info(
+                "ingest.cycle",
+                kind=self.cycle.kind,
+                files=stats.files_read,
+                events=stats.inserted,
+                replaced=stats.replaced,
+                bytes=stats.bytes_read,
+                malformed=stats.malformed,
+                errors=len(stats.errors),
+                duration_ms=self.cycle.duration_ms,
+                lag_ms=self.cycle.lag_ms,
+            )
+
+    # -- watching ---------------------------------------------------------------------
+
+    def _start_watchers(self) -> None:
+        self._watch_stop = asyncio.Event()
+        self.watchers = []
+        if not self.settings.watch_enabled:
+            return
+        paused = self._paused_sources()
+        for source in enabled_sources(self.settings):
+            for root in source.roots(self.settings):
+                w = self._watcher_factory(
+                    source.name,
+                    root,
+                    self.request_paths,
+                    owns=source.owns,
+                    debounce_ms=self.settings.debounce_ms,
+                    force_polling=self.settings.force_polling,
+                    on_appeared=lambda name, _root: self.request_full(
+                        (name,), reason="root appeared"
+                    ),
+                )
+                if source.name in paused:
+                    w.pause()
+                self.watchers.append(w)
+                self._tasks.append(
+                    asyncio.create_task(w.run(self._watch_stop), name=f"watch:{root}")
+                )
+
+    async def _stop_watchers(self) -> None:
+        self._watch_stop.set()
+        tasks = [t for t in self._tasks if t.get_name().startswith("watch:")]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        self._tasks = [t for t in self._tasks if t not in tasks]
+
+    # -- heartbeat --------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        last_status = ""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                self.notifier.watchdog()
+                self._expire_pauses()
+                if self._server is not None and not self._server.socket_ok():
+                    await self._server.rebind()
+                interval = self.settings.reconcile_interval_s
+                if time.monotonic() - self._last_reconcile >= interval:
+                    self._last_reconcile = time.monotonic()
+                    self.request_full(KNOWN_SOURCES, reason="reconcile")
+                line = self._status_line()
+                if line != last_status:
+                    self.notifier.status(line)
+                    last_status = line
+            except Exception as exc:  # the heartbeat must survive anything it checks
+                log.error("daemon.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+
+    # -- pause ------------------------------------------------------------------------
+
+    def _paused_sources(self) -> set[str]:
+        return {name for name, p in self.state.paused.items() if not p.expired()}
+
+    def _expire_pauses(self) -> None:
+        expired = [name for name, p in self.state.paused.items() if p.expired()]
+        if expired:
+            log.info("watch.pause_expired", sources=expired)
+            self._resume(expired)
+
+    def _pause(self, sources: list[str], until: float | None, reason: str, pid: int | None) -> None:
+        now = time.time()
+        for name in sources:
+            self.state.paused[name] = Pause(since=now, until=until, reason=reason, by_pid=pid)
+        save_state(self.state_path, self.state)
+        for w in self.watchers:
+            if w.source in sources:
+                w.pause()
+        log.info("watch.paused", sources=sources, until=until, reason=reason)
+
+    def _resume(self, sources: list[str]) -> None:
+        for name in sources:
+            self.state.paused.pop(name, None)
+        save_state(self.state_path, self.state)
+        for w in self.watchers:
+            if w.source in sources:
+                w.resume()
+        log.info("watch.resumed", sources=sources)
+        self.request_full(sources, reason="resume")
+
+    # -- reload -----------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config; an invalid one keeps the running settings (and says why)."""
+        self.notifier.reloading()
+        try:
+            new = load(self.config_path or self.settings.paths.config_file)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc))
+            self.notifier.ready(self._status_line())
+            raise ProtocolError(
+                "config_invalid", f"{exc}; keeping the previous configuration"
+            ) from exc
+        if new.paths != self.settings.paths:
+            log.warning("config.paths_changed_need_restart")
+        self.settings = _keep_paths(new, self.settings)
+        await self._stop_watchers()
+
+        def rebuild() -> None:
+            assert self._ingestor is not None
+            prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
+            ledger = Ledger(self._write_conn, price_version=prices.version)  # type: ignore[arg-type]
+            self._ingestor = Ingestor(
+                self.settings, ledger, prices, on_commit=self._committed, interrupt=self._interrupt
+            )
+
+        await self._in_writer(rebuild)
+        self._start_watchers()
+        self.request_full(KNOWN_SOURCES, reason="reload")
+        log.info("config.reloaded", roots=len(self.watchers))
+        self.notifier.ready(self._status_line())
+        return {"reloaded": True, "roots": len(self.watchers)}
+
+    # -- control handlers -------------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "hello": self._hello,
+            "ping": self._ping,
+            "status": self._status,
+            "pause-watcher": self._cmd_pause,
+            "resume-watcher": self._cmd_resume,
+            "rescan": self._cmd_rescan,
+            "reload": self._cmd_reload,
+            "shutdown": self._cmd_shutdown,
+            "statusline": self._cmd_statusline,
+        }
+
+    async def _hello(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL,
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "capabilities": list(CAPABILITIES),
+        }
+
+    async def _ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "pid": os.getpid()}
+
+    def _status_line(self) -> str:
+        watching = sum(1 for w in self.watchers if w.state in ("watching", "polling"))
+        paused = self._paused_sources()
+        text = f"{self.phase}; watching {watching}/{len(self.watchers)} roots"
+        if paused:
+            text += f"; paused: {', '.join(sorted(paused))}"
+        return text + f"; {self.totals['events']} new events since start"
+
+    async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
+        conn = self._read_conn
+        assert conn is not None
+        summary = queries.ledger_summary(conn)
+        per_source = queries.source_totals(conn)
+        paused = self._paused_sources()
+        sources = []
+        for source in enabled_sources(self.settings):
+            name = source.name
+            roots = [w.describe() for w in self.watchers if w.source == name]
+            if not self.settings.watch_enabled:
+                roots = [
+                    {"name": name, "path": str(r), "state": "not-watching", "backend": None}
+                    for r in source.roots(self.settings)
+                ]
+            totals = per_source.get(name, {})
+            last_ms = max(self.last_event_ms.get(name, 0), int(totals.get("last_ms", 0)))
+            sources.append(
+                {
+                    "name": name,
+                    "state": "paused" if name in paused else _source_state(roots),
+                    "roots": roots,
+                    "files_tracked": summary.get(name, {}).get("files", 0),
+                    "files_gone": summary.get(name, {}).get("files_gone", 0),
+                    "files_in_error": summary.get(name, {}).get("files_in_error", 0),
+                    "malformed_lines": summary.get(name, {}).get("malformed_lines", 0),
+                    "events": int(totals.get("events", 0)),
+                    "last_event_at": _iso(last_ms) if last_ms else None,
+                }
+            )
+        db = self.settings.paths.db
+        store_bytes = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+        degraded = [w.source for w in self.watchers if w.state == "polling" or w.error]
+        state = "paused" if paused and paused >= {s["name"] for s in sources} else "watching"
+        if not self.settings.watch_enabled:
+            state = "running-unwatched"
+        if degraded:
+            state = "degraded"
+        return {
+            "state": state if self.phase == "running" else self.phase,
+            "pid": os.getpid(),
+            "uptime_s": int(time.time() - self.started_at),
+            "version": __version__,
+            "protocol": PROTOCOL,
+            "watcher": self.settings.watch_enabled,
+            "sources": sources,
+            "pause": {
+                name: {"since": p.since, "until": p.until, "reason": p.reason, "by_pid": p.by_pid}
+                for name, p in self.state.paused.items()
+            },
+            "last_cycle": self.cycle.__dict__,
+            "cycles": self.cycles,
+            "since_start": dict(self.totals),
+            "store": {"path": str(db), "bytes": store_bytes},
+            "malformed_lines": sum(summary.get(s, {}).get("malformed_lines", 0) for s in summary),
+            "paths": self.settings.paths.as_dict(),
+            "warnings": [w.error for w in self.watchers if w.error]
+            + ([self.log_problem] if self.log_problem else []),
+        }
+
+    def _sources_arg(self, args: dict[str, Any]) -> list[str]:
+        raw = args.get("sources") or []
+        if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+            raise ProtocolError("bad_request", "'sources' must be a list of source names")
+        unknown = [s for s in raw if s not in KNOWN_SOURCES]
+        if unknown:
+            raise ProtocolError(
+                "bad_request", f"unknown source {unknown[0]!r} (known: {', '.join(KNOWN_SOURCES)})"
+            )
+        return list(raw) or list(KNOWN_SOURCES)
+
+    async def _cmd_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        sources = self._sources_arg(args)
+        duration = args.get("for_s")
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
+        ):
+            raise ProtocolError("bad_request", "'for_s' must be a positive number of seconds")
+        reason = args.get("reason") or ""
+        if not isinstance(reason, str):
+            raise ProtocolError("bad_request", "'reason' must be a string")
+        pid = args.get("pid") if isinstance(args.get("pid"), int) else None
+        until = time.time() + float(duration) if duration is not None else None
+        self._pause(sources, until, reason[:200], pid)
+        return {"paused": sources, "until": until}
+
+    async def _cmd_resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        sources = self._sources_arg(args)
+        self._resume(sources)
+        return {"resumed": sources}
+
+    async def _cmd_rescan(self, args: dict[str, Any]) -> dict[str, Any]:
+        sources = self._sources_arg(args)
+        self.request_full(sources, reason="rescan")
+        return {"scheduled": sources}
+
+    async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.reload()
+
+    async def _cmd_shutdown(self, args: dict[str, Any]) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(0.05, self.request_stop)
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def _cmd_statusline(self, args: dict[str, Any]) -> dict[str, Any]:
+        conn = self._read_conn
+        assert conn is not None
+        session = args.get("session_id")
+        now = time.time()
+        day_start = args.get("day_start_ms")
+        if not isinstance(day_start, int) or isinstance(day_start, bool):
+            from sufd.statusline import day_start_ms
+
+            day_start = day_start_ms(now)
+        numbers = queries.statusline(
+            conn,
+            session if isinstance(session, str) else None,
+            day_start_ms=day_start,
+            now_ms=int(now * 1000),
+        )
+        return {**numbers, "text": format_line(numbers)}
+
+    async def _tail(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(TAIL_QUEUE)
+        self._tails.add(q)
+        try:
+            while True:
+                item = await q.get()
+                if item is None or q not in self._tails:
+                    return
+                yield item
+        finally:
+            self._tails.discard(q)
+
+
+def _merge(into: IngestStats, part: IngestStats) -> None:
+    into.files += part.files
+    into.files_read += part.files_read
+    into.bytes_read += part.bytes_read
+    into.inserted += part.inserted
+    into.replaced += part.replaced
+    into.malformed += part.malformed
+    into.errors += part.errors
+    into.gone += part.gone
+
+
+def _source_state(roots: list[dict[str, Any]]) -> str:
+    states = {r["state"] for r in roots}
+    for candidate in ("watching", "polling", "not-watching", "starting"):
+        if candidate in states:
+            return candidate
+    return "missing"
+
+
+def _keep_paths(new: Settings, old: Settings) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(new, paths=old.paths)
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _event_json(source: str, pr: PricedRecord, replaced: bool, now: float) -> dict[str, Any]:
+    r = pr.record
+    return {
+        "source": source,
+        "key": r.key,
+        "ts": _iso(r.ts_ms),
+        "session": r.session,
+        "project": r.project,
+        "model": r.model,
+        "input": r.input,
+        "output": r.output,
+        "cache_write": r.cache_write_5m + r.cache_write_1h,
+        "cache_read": r.cache_read,
+        "reasoning": r.reasoning,
+        "total": r.total,
+        "cost": pr.cost,
+        "cost_kind": pr.cost_kind,
+        "replaced": replaced,
+        "committed_at": now,
+    }

@@ -1,0 +1,122 @@
+"""``sufd-statusline``: the one-line status for Claude Code's ``statusLine`` setting.
+
+Claude Code runs the command on every refresh with its status JSON on stdin (``session_id``,
+``model``, ``workspace``, ...). This command asks the running daemon, which answers from
+its open ledger in well under a millisecond; when the daemon is down it reads the ledger
+file itself. It imports only the standard library (and ``sufd.settings`` only when no
+``--socket``/``--db`` is given), so a call costs little more than starting Python.
+``sufd statusline-setup`` prints the exact setting with the resolved paths.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["day_start_ms", "format_line", "main"]
+
+
+def format_line(numbers: dict[str, Any], model: str | None = None) -> str:
+    """``sufd · Sonnet 4 · session $0.42 · today $12.34 · $3.10/h``."""
+    parts = ["sufd"]
+    if model:
+        parts.append(model)
+    session = numbers.get("session_cost")
+    if session is not None:
+        parts.append(f"session ${session:,.2f}")
+    parts.append(f"today ${numbers.get('today_cost', 0.0):,.2f}")
+    parts.append(f"${numbers.get('last_hour_cost', 0.0):,.2f}/h")
+    return " · ".join(parts)
+
+
+def day_start_ms(now: float) -> int:
+    """Epoch ms of local midnight today (the zone of this process: ``TZ`` or the system's)."""
+    lt = time.localtime(now)
+    midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+    return int(midnight * 1000)
+
+
+def _read_input() -> dict[str, Any]:
+    if sys.stdin is None or sys.stdin.isatty():
+        return {}
+    try:
+        data = json.loads(sys.stdin.read() or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _from_daemon(socket_path: str, session: str | None) -> dict[str, Any] | None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(socket_path)
+            args = {"session_id": session, "day_start_ms": day_start_ms(time.time())}
+            req = {"v": 1, "id": 1, "cmd": "statusline", "args": args}
+            sock.sendall(json.dumps(req).encode() + b"\n")
+            with sock.makefile("rb") as f:
+                reply = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    result = reply.get("result") if isinstance(reply, dict) and reply.get("ok") else None
+    return dict(result) if isinstance(result, dict) else None
+
+
+def _from_store(db: str, session: str | None, now: float) -> dict[str, Any] | None:
+    import sqlite3
+
+    from sufd.store.queries import statusline
+
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return statusline(conn, session, day_start_ms=day_start_ms(now), now_ms=int(now * 1000))
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print one status line; never fails loudly (a status line must not break the UI)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="sufd-statusline",
+        description="One line for Claude Code's statusLine: session cost, today's cost and the"
+        " last hour's spend, from the sufd ledger. Reads Claude Code's status JSON on stdin.",
+    )
+    parser.add_argument("--socket", help="control socket (skips config resolution)")
+    parser.add_argument("--db", help="ledger file, read when the daemon is down")
+    args = parser.parse_args(argv)
+    data = _read_input()
+    session = data.get("session_id") if isinstance(data.get("session_id"), str) else None
+    model_info = data.get("model")
+    model = model_info.get("display_name") if isinstance(model_info, dict) else None
+    socket_path, db = args.socket, args.db
+    if socket_path is None or db is None:
+        from sufd.settings import load
+
+        try:
+            paths = load().paths
+        except Exception:
+            print("sufd · config error (run `sufd config show`)")
+            return 0
+        socket_path = socket_path or str(paths.socket)
+        db = db or str(paths.db)
+    now = time.time()
+    numbers = _from_daemon(socket_path, session) or _from_store(db, session, now)
+    if numbers is None:
+        print("sufd · no ledger yet")
+        return 0
+    print(format_line(numbers, model if isinstance(model, str) else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Live watching of source roots with watchfiles, one watcher per root.
+
+Each :class:`RootWatcher` reports changed file paths to a callback and keeps its own state:
+``watching``, ``missing`` (the directory does not exist yet; checked every heartbeat and
+picked up when it appears), ``polling`` (the OS watch limit was hit, or polling was asked
+for) or ``paused``. A root that is deleted and created again is detected by its identity
+(device, inode) on every heartbeat and watched anew, since the OS watch silently dies with
+the old directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from watchfiles import Change, awatch
+
+__all__ = ["RootWatcher"]
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_MS = 1000
+
+
+class _StopFlag:
+    """What watchfiles polls between steps: stop when the daemon stops or the root rebuilds."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self.rebuild = False
+
+    def is_set(self) -> bool:
+        return self.rebuild or self._stop.is_set()
+
+    def set(self) -> None:
+        self.rebuild = True
+
+
+class RootWatcher:
+    """Watches one root directory recursively and reports changed owned files."""
+
+    def __init__(
+        self,
+        source: str,
+        root: Path,
+        on_change: Callable[[str, set[Path]], None],
+        *,
+        owns: Callable[[Path], bool],
+        debounce_ms: int,
+        step_ms: int = 50,
+        force_polling: bool = False,
+        on_appeared: Callable[[str, Path], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.root = root
+        self.state = "starting"
+        self.backend = "poll" if force_polling else "inotify"
+        self.error: str | None = None
+        self.changes_seen = 0
+        self.last_change_at: float | None = None
+        self._on_change = on_change
+        self._on_appeared = on_appeared
+        self._owns = owns
+        self._debounce = debounce_ms
+        self._step = step_ms
+        self._force_polling = force_polling
+        self._paused = asyncio.Event()
+        self._flag: _StopFlag | None = None
+
+    def describe(self) -> dict[str, object]:
+        """The root's entry in ``sufctl status``."""
+        return {
+            "name": self.source,
+            "path": str(self.root),
+            "state": self.state,
+            "backend": self.backend,
+            "changes_seen": self.changes_seen,
+            "error": self.error,
+        }
+
+    def pause(self) -> None:
+        """Stop observing (the OS watch is torn down); idempotent."""
+        self._paused.set()
+        if self._flag is not None:
+            self._flag.set()
+
+    def resume(self) -> None:
+        """Observe again; the caller runs a catch-up scan for what was written meanwhile."""
+        self._paused.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch until ``stop`` is set; never raises for filesystem trouble."""
+        was_missing = False
+        while not stop.is_set():
+            if self._paused.is_set():
+                self.state = "paused"
+                await _sleep_or_stop(stop, HEARTBEAT_MS / 1000)
+                continue
+            ident = _identity(self.root)
+            if ident is None:
+                if self.state != "missing":
+                    log.info("watch.root_missing", source=self.source, root=str(self.root))
+                self.state = "missing"
+                was_missing = True
+                await _sleep_or_stop(stop, HEARTBEAT_MS / 1000)
+                continue
+            if was_missing:
+                was_missing = False
+                log.info("watch.root_appeared", source=self.source, root=str(self.root))
+                if self._on_appeared is not None:
+                    self._on_appeared(self.source, self.root)
+            await self._watch(stop, ident)
+
+    async def _watch(self, stop: asyncio.Event, ident: tuple[int, int]) -> None:
+        flag = self._flag = _StopFlag(stop)
+        self.state = "polling" if self._force_polling else "watching"
+        self.backend = "poll" if self._force_polling else "inotify"
+        try:
+            async for changes in awatch(
+                self.root,
+                watch_filter=self._filter,
+                debounce=self._debounce,
+                step=self._step,
+                stop_event=flag,
+                rust_timeout=HEARTBEAT_MS,
+                yield_on_timeout=True,
+                force_polling=self._force_polling,
+                poll_delay_ms=300,
+                recursive=True,
+                ignore_permission_denied=True,
+            ):
+                paths = {Path(p) for change, p in changes if change != Change.deleted}
+                if paths:
+                    self.changes_seen += len(paths)
+                    self.last_change_at = asyncio.get_running_loop().time()
+                    self._on_change(self.source, paths)
+                if self._paused.is_set() or _identity(self.root) != ident:
+                    if not self._paused.is_set():
+                        log.info("watch.root_replaced", source=self.source, root=str(self.root))
+                        # The new directory's content was never seen by the dead watch.
+                        if self._on_appeared is not None:
+                            self._on_appeared(self.source, self.root)
+                    return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if "limit" in str(exc).lower() and not self._force_polling:
+                self._force_polling = True
+                self.error = f"{exc}; falling back to polling (raise fs.inotify.max_user_watches)"
+                log.warning(
+                    "watch.limit_polling", source=self.source, root=str(self.root), error=str(exc)
+                )
+                return
+            self.error = str(exc)
+            log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
+            await _sleep_or_stop(stop, 5.0)
+        except Exception as exc:  # watchfiles' own runtime errors: rebuild rather than die
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("watch.failed", source=self.source, root=str(self.root), error=self.error)
+            await _sleep_or_stop(stop, 5.0)
+        finally:
+            self._flag = None
+
+    def _filter(self, change: Change, path: str) -> bool:
+        return self._owns(Path(path))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
