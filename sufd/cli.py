@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sufd import __version__
 from sufd.errors import ConfigError, SufdError
@@ -34,8 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", type=Path, help="config file (default: the platform config dir)"
     )
+    # --config is accepted after the subcommand too (the unit file writes it there).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    ingest = sub.add_parser(
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    ingest = add(
         "ingest",
         help="one-shot catch-up: read everything new in every source into the ledger",
         description="Read every new byte of every enabled source into the ledger and exit."
@@ -43,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
-    paths = sub.add_parser("paths", help="where sufd keeps its config, ledger, logs and socket")
+    paths = add("paths", help="where sufd keeps its config, ledger, logs and socket")
     paths.add_argument("--json", action="store_true", help="machine-readable output")
-    run = sub.add_parser(
+    run = add(
         "run",
         help="run the daemon in the foreground (what launchd/systemd start)",
         description="Run the daemon in the foreground: catch up on everything written while it"
@@ -57,12 +64,17 @@ def _parser() -> argparse.ArgumentParser:
         "--foreground", action="store_true", help="accepted for service managers (always true)"
     )
     run.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach into the background (manual use only; `sufd start` does this for you)",
+    )
+    run.add_argument(
         "--no-watcher",
         action="store_true",
         help="serve control and reconcile on request, without live watching"
         " (also SUFD_DISABLE_WATCHER=1)",
     )
-    config = sub.add_parser("config", help="show or change the configuration")
+    config = add("config", help="show or change the configuration")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser(
         "show", help="the effective settings and where each came from (file, env, flag, default)"
@@ -75,6 +87,52 @@ def _parser() -> argparse.ArgumentParser:
         " file (a backup of the previous file is kept as config.toml.bak; comments are not"
         " preserved). Example: sufd config set watch.debounce_ms 100",
     )
+    inst = add(
+        "install",
+        help="install as a per-user service (systemd user unit / launchd agent), start at login",
+        description="Resolve every path once and write it into the config file, write the"
+        " systemd user unit (Linux) or launchd agent (macOS), enable start at login, start it"
+        " and wait until it answers. Idempotent; after an upgrade it restarts the service."
+        " Where the service manager is not reachable it writes the files and tells you what to"
+        " run.",
+    )
+    inst.add_argument(
+        "--dry-run", action="store_true", help="print every file and command; change nothing"
+    )
+    inst.add_argument(
+        "--no-start", action="store_true", help="enable at login but do not start now"
+    )
+    inst.add_argument(
+        "--linger",
+        action="store_true",
+        help="Linux: keep running without a login session (loginctl enable-linger)",
+    )
+    uninst = add(
+        "uninstall",
+        help="stop, disable and remove the service",
+        description="Stop and disable the service and remove the unit/plist. --purge also deletes"
+        " the config, state, logs and the ledger, after listing exactly what it deletes.",
+    )
+    uninst.add_argument(
+        "--purge", action="store_true", help="also delete config, state, logs and the ledger"
+    )
+    uninst.add_argument(
+        "--dry-run", action="store_true", help="print what would be done; change nothing"
+    )
+    for verb, text in (
+        (
+            "start",
+            "start the daemon (via the service manager when installed, else in the background)",
+        ),
+        ("stop", "stop the daemon"),
+        ("restart", "stop, then start the daemon"),
+        ("status", "service state and daemon status"),
+    ):
+        add(verb, help=text, description=text)
+    doctor = add(
+        "doctor", help="check the installation; one line per finding, exit 1 on any failure"
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     setter.add_argument("key", help="dotted key, e.g. report.timezone or sources.codex.enabled")
     setter.add_argument(
         "value", help='the value (TOML syntax: true, 100, "text"; bare text is a string)'
@@ -91,20 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_mod.load(args.config)
         for warning in settings.origins.get("_warnings", "").splitlines():
             print(f"sufd: warning: {warning}", file=sys.stderr)
-        if args.command == "paths":
-            return _paths(settings, as_json=args.json)
-        if args.command == "ingest":
-            return _ingest(settings, quiet=args.quiet, as_json=args.json)
-        if args.command == "run":
-            if args.no_watcher:
-                settings = settings_mod.load(args.config, overrides={"watch.enabled": False})
-            return _run(settings, args.config)
-        if args.command == "config":
-            from sufd import config_cmd
-
-            if args.config_command == "show":
-                return config_cmd.show(settings, as_json=args.json)
-            return config_cmd.set_value(settings, args.key, args.value)
+        return _dispatch(args, settings)
     except AlreadyRunning as exc:
         print(f"sufd: {exc}", file=sys.stderr)
         return EXIT_RUNNING
@@ -114,7 +159,98 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SufdError as exc:
         print(f"sufd: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from sufd import settings as settings_mod
+
+    cmd = args.command
+    if cmd == "paths":
+        return _paths(settings, as_json=args.json)
+    if cmd == "ingest":
+        return _ingest(settings, quiet=args.quiet, as_json=args.json)
+    if cmd == "run":
+        if args.no_watcher:
+            settings = settings_mod.load(args.config, overrides={"watch.enabled": False})
+        return _run_detached(settings, args.config) if args.daemon else _run(settings, args.config)
+    if cmd in ("install", "uninstall", "start", "stop", "restart"):
+        return _service(settings, args)
+    if cmd == "status":
+        return _status(settings)
+    if cmd == "doctor":
+        return _doctor(settings, as_json=args.json)
+    from sufd import config_cmd
+
+    if args.config_command == "show":
+        return config_cmd.show(settings, as_json=args.json)
+    return config_cmd.set_value(settings, args.key, args.value)
+
+
+def _service(settings: Settings, args: argparse.Namespace) -> int:
+    from sufd.service import install as flows
+    from sufd.service.runner import Runner
+
+    runner = Runner(dry_run=getattr(args, "dry_run", False))
+    if args.command == "install":
+        return flows.install(
+            settings, runner=runner, start_now=not args.no_start, linger=args.linger
+        )
+    if args.command == "uninstall":
+        return flows.uninstall(settings, purge=args.purge, runner=runner)
+    verb = {"start": flows.start, "stop": flows.stop, "restart": flows.restart}[args.command]
+    return verb(settings, runner=runner)
+
+
+def _status(settings: Settings) -> int:
+    from sufd import ctl
+
+    return ctl.main(["--config", str(settings.paths.config_file), "status"])
+
+
+def _doctor(settings: Settings, *, as_json: bool) -> int:
+    from sufd.doctor import run_checks
+
+    checks = run_checks(settings)
+    if as_json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"{c.status.upper():<4}  {c.name:<16} {c.detail}")
+    return EXIT_ERROR if any(c.status == "fail" for c in checks) else EXIT_OK
+
+
+def _run_detached(settings: Settings, config: Path | None) -> int:
+    """``sufd run --daemon``: detach with python-daemon, then run as usual.
+
+    Refused under a service manager: launchd and systemd must supervise the foreground
+    process, and a forking child would be seen as a crash.
+    """
+    markers = [k for k in ("INVOCATION_ID", "NOTIFY_SOCKET") if settings.env.get(k)]
+    if settings.env.get("XPC_SERVICE_NAME", "0") != "0":
+        markers.append("XPC_SERVICE_NAME")
+    if markers:
+        raise ConfigError(f"--daemon refused under a service manager ({', '.join(markers)} set)")
+    import signal
+
+    import daemon  # python-daemon
+
+    from sufd.store import private_dir
+
+    log_dir = settings.paths.log_dir
+    private_dir(log_dir)
+    private_dir(settings.paths.state_dir)
+    out = open(log_dir / "sufd.stderr.log", "a", encoding="utf-8")  # noqa: SIM115 - owned by the daemon
+    context = daemon.DaemonContext(
+        detach_process=True,
+        umask=0o077,
+        working_directory=str(settings.paths.state_dir),
+        stdout=out,
+        stderr=out,
+        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+    )
+    with context:
+        # Logging, the lock and the watchers all start after the fork.
+        return _run(settings, config)
 
 
 def _run(settings: Settings, config: Path | None) -> int:

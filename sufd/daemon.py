@@ -168,30 +168,37 @@ class Daemon:
         self.phase = "stopping"
         self.notifier.stopping()
         log.info("daemon.stopping")
-        self._watch_stop.set()
-        for q in list(self._tails):
-            q.put_nowait(None)
-        if self._server is not None:
-            await self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=1.0)
-        # The writer finishes its current file batch; a cursor never moves without its events.
-        self._interrupt.set()
         try:
-            await asyncio.wait_for(self._in_writer(self._close_conns), timeout=SHUTDOWN_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("daemon.writer_still_busy", timeout_s=SHUTDOWN_TIMEOUT_S)
-        self._writer.shutdown(wait=False, cancel_futures=True)
-        self._lock.release()
+            self._watch_stop.set()
+            for q in list(self._tails):
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.put_nowait(None)
+            if self._server is not None:
+                await self._server.close()
+            for task in self._tasks:
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=1.0)
+            # The writer finishes its current file batch; a cursor never moves without its events.
+            self._interrupt.set()
+            try:
+                await asyncio.wait_for(
+                    self._in_writer(self._close_writer), timeout=SHUTDOWN_TIMEOUT_S
+                )
+            except TimeoutError:
+                log.warning("daemon.writer_still_busy", timeout_s=SHUTDOWN_TIMEOUT_S)
+            if self._read_conn is not None:
+                self._read_conn.close()
+                self._read_conn = None
+            self._writer.shutdown(wait=False, cancel_futures=True)
+        finally:
+            self._lock.release()
         log.info("daemon.stopped", uptime_s=int(time.time() - self.started_at))
 
-    def _close_conns(self) -> None:
-        for conn in (self._write_conn, self._read_conn):
-            if conn is not None:
-                conn.close()
-        self._write_conn = self._read_conn = None
+    def _close_writer(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
 
     def request_stop(self) -> None:
         """Ask the loop to shut down (what SIGTERM/SIGINT do)."""

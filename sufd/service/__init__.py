@@ -1,0 +1,1 @@
+"""Installing sufd as a per-user service: systemd user unit (Linux), launchd agent (macOS)."""
