@@ -328,8 +328,9 @@ def _report(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        # The C encoder is used only without indent; pretty-print for people, not pipes.
+        indent = 2 if sys.stdout.isatty() else None
+        sys.stdout.write(json.dumps(report, indent=indent) + "\n")
     else:
         from sufd.render import report_table
 

@@ -664,9 +664,7 @@ def _source_state(roots: list[dict[str, Any]]) -> str:
 
 
 def _keep_paths(new: Settings, old: Settings) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(new, paths=old.paths)
+    return new._replace(paths=old.paths)
 
 
 def _iso(ms: int) -> str:

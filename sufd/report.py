@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sufd.store import queries
@@ -26,8 +25,7 @@ BUCKET_S = 900
 _DAY_BUCKETS = 86400 // BUCKET_S
 
 
-@dataclass(frozen=True, slots=True)
-class ReportQuery:
+class ReportQuery(NamedTuple):
     """What to report: kind, zone, inclusive local date range, sources."""
 
     kind: Kind

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sufd.errors import ConfigError
 
@@ -37,8 +35,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 CostMode = Literal["auto", "calculate", "display"]
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+# NamedTuples rather than dataclasses: immutable all the same, and cheaper to import, which
+# matters for sufctl and the status line (every millisecond of start-up is user-visible).
+class Paths(NamedTuple):
     """Every filesystem location sufd uses, resolved once."""
 
     config_file: Path
@@ -71,16 +70,14 @@ class Paths:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SourceSettings:
+class SourceSettings(NamedTuple):
     """Per-source switches: on/off and optional explicit roots that replace discovery."""
 
     enabled: bool = True
     roots: tuple[Path, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     """The effective configuration of one sufd process."""
 
     paths: Paths
@@ -95,10 +92,8 @@ class Settings:
     debounce_ms: int = 200
     reconcile_interval_s: int = 60
     force_polling: bool = False
-    price_overrides: Mapping[str, Mapping[str, float]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    price_overrides: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+    origins: Mapping[str, str] = MappingProxyType({})
 
     def source(self, name: str) -> SourceSettings:
         """Settings of one source (defaults when the config does not mention it)."""
@@ -141,16 +136,16 @@ def load(
     res = _Resolver(path, raw, env, overrides or {})
 
     paths_tbl = res.table("paths")
-    data_dir = res.path("paths.data_dir", "SUFD_DATA_DIR", paths_tbl, _default_data_dir())
-    state_dir = res.path("paths.state_dir", "SUFD_STATE_DIR", paths_tbl, _default_state_dir())
-    log_dir = res.path("paths.log_dir", "SUFD_LOG_DIR", paths_tbl, _default_log_dir())
+    data_dir = res.path("paths.data_dir", "SUFD_DATA_DIR", paths_tbl, _default_data_dir)
+    state_dir = res.path("paths.state_dir", "SUFD_STATE_DIR", paths_tbl, _default_state_dir)
+    log_dir = res.path("paths.log_dir", "SUFD_LOG_DIR", paths_tbl, _default_log_dir)
     runtime_dir = res.path(
         "paths.runtime_dir",
         "SUFD_RUNTIME_DIR",
         paths_tbl,
-        _default_runtime_dir(env, home, platform),
+        lambda: _default_runtime_dir(env, home, platform),
     )
-    db = res.path("paths.db", "SUFD_DB", paths_tbl, data_dir / "ledger.sqlite3")
+    db = res.path("paths.db", "SUFD_DB", paths_tbl, lambda: data_dir / "ledger.sqlite3")
     paths = Paths(path, data_dir, state_dir, log_dir, runtime_dir, db)
 
     ingest_tbl = res.table("ingest")
@@ -239,11 +234,14 @@ class _Resolver:
             return tbl[leaf], f"file {self.file}"
         return None, "default"
 
-    def path(self, key: str, env_key: str, tbl: dict[str, Any], default: Path) -> Path:
+    def path(
+        self, key: str, env_key: str, tbl: dict[str, Any], default: Callable[[], Path]
+    ) -> Path:
         value, origin = self._lookup(key, env_key, tbl)
         self.origins[key] = origin
         if value is None:
-            return default
+            # Computed only when needed: platformdirs is not imported once install wrote paths.
+            return default()
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError(f"{self.file}: {key} must be a non-empty path string, got {value!r}")
         return _expand(str(value), self.env)
@@ -383,6 +381,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    import tomllib
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

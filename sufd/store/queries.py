@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "AGG_COLUMNS",
@@ -33,8 +33,7 @@ AGG_COLUMNS = (
 _SUMS = ", ".join(f"SUM({c})" for c in AGG_COLUMNS)
 
 
-@dataclass(frozen=True, slots=True)
-class AggRow:
+class AggRow(NamedTuple):
     """Summed aggregate values for one group."""
 
     group: str
