@@ -14,16 +14,18 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
-from sufd.prices import PriceTable, anthropic_cost, openai_cost
+from sufd.prices import PriceTable
 from sufd.reader import read_lines
 from sufd.settings import Settings
 from sufd.sources import Malformed, Record, Source, enabled_sources
 from sufd.sources.base import FileContext
 from sufd.store.ledger import (
     COST_COMPUTED,
+    COST_ESTIMATED,
     COST_STORED,
     COST_UNPRICED,
     Batch,
@@ -39,6 +41,7 @@ log = structlog.get_logger(__name__)
 BATCH_BYTES = 16 * 1024 * 1024
 CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 BATCH_RECORDS = 20_000
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -120,42 +123,29 @@ class IngestStats:
         return ", ".join(parts) + "."
 
 
-def price_record(rec: Record, table: PriceTable, mode: str) -> PricedRecord:
+def price_record(rec: Record, source: Source, table: PriceTable, mode: str) -> PricedRecord:
     """Attach a cost to a record following ccusage's cost modes (formats.md §1.1).
 
     ``auto`` uses a cost the agent stored, else computes from tokens; ``calculate`` always
     computes; ``display`` uses only stored costs. A model without a price is *unpriced*
-    (cost 0, flagged), never silently free.
+    (cost 0, flagged), never silently free. Records a source marks ``estimated`` keep that
+    mark whatever the cost's origin.
     """
     if rec.stored_cost is not None and mode in ("auto", "display"):
-        return PricedRecord(rec, rec.stored_cost, COST_STORED)
-    if mode == "display":
-        return PricedRecord(rec, 0.0, COST_UNPRICED)
-    if rec.price_model is None:
-        kind = COST_COMPUTED if rec.dedup_total == 0 else COST_UNPRICED
-        return PricedRecord(rec, 0.0, kind)
-    price = table.lookup(rec.price_model)
-    if price is None:
-        return PricedRecord(rec, 0.0, COST_UNPRICED)
-    if rec.pricing == "anthropic":
-        cost = anthropic_cost(
-            price,
-            input=rec.input,
-            output=rec.output,
-            cache_write_5m=rec.cache_write_5m,
-            cache_write_1h=rec.cache_write_1h,
-            cache_read=rec.cache_read,
-            fast=rec.fast,
-        )
+        cost, kind = rec.stored_cost, COST_STORED
+    elif mode == "display":
+        cost, kind = 0.0, COST_UNPRICED
     else:
-        cost = openai_cost(
-            price,
-            input=rec.input + rec.cache_read,
-            cached=rec.cache_read,
-            output=rec.output,
-            fast=rec.fast,
-        )
-    return PricedRecord(rec, cost, COST_COMPUTED)
+        computed = source.cost(rec, table)
+        if computed is None:
+            # A model-less record with no tokens (e.g. a local <synthetic> message) costs 0.
+            unpriced = rec.price_model is not None or rec.dedup_total + rec.extra_output > 0
+            cost, kind = 0.0, COST_UNPRICED if unpriced else COST_COMPUTED
+        else:
+            cost, kind = computed, COST_COMPUTED
+    if rec.estimated:
+        kind = COST_ESTIMATED
+    return PricedRecord(rec, cost, kind)
 
 
 class Ingestor:
@@ -241,7 +231,8 @@ class Ingestor:
         stats = IngestStats()
         if self._cursors is None:
             self._cursors = self.ledger.cursors()
-        for path in sorted(set(paths)):
+        targets = {s.target(p) for p in paths for s in self.sources if s.owns(p)}
+        for path in sorted(targets):
             match = self._owner(path)
             if match is not None and match[0].name not in skip:
                 stats.add(self.ingest_file(match[0], match[1], path))
@@ -286,52 +277,113 @@ class Ingestor:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(path, st.st_mode)
+        if source.kind == "database":
+            self._read_database(source, root, path, cursor, st, result)
+            return
         same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
-        if cursor.offset and not same_file:
-            result.reset = "replaced"
-        elif st.st_size < cursor.offset:
-            result.reset = "truncated"
-        if result.reset:
-            log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
-            cursor.offset, cursor.state = 0, {}
-        elif same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
+        if same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
             result.unchanged = True
             return
+        # Documents are rewritten whole (often by atomic rename, so a new inode each time):
+        # their carried state belongs to the path. A line file that shrank or is another
+        # inode is read again from 0; upserts by key make that safe.
+        if (
+            source.kind == "lines"
+            and cursor.offset
+            and (not same_file or st.st_size < cursor.offset)
+        ):
+            result.reset = "replaced" if not same_file else "truncated"
+            log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
+            cursor.offset, cursor.state = 0, {}
         ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
         with open(path, "rb") as f:
             # Identity is taken from the open file, so a swap between stat and open is caught
             # on the next pass rather than mixing two files under one cursor.
             fst = os.fstat(f.fileno())
-            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            if source.kind == "lines" and (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
                 ctx.state = source.new_state()
                 cursor.offset = 0
             cursor.dev, cursor.ino, cursor.mtime_ns = fst.st_dev, fst.st_ino, fst.st_mtime_ns
-            start = cursor.offset
-            batch = Batch(cursor)
-            pending_bytes = 0
-            max_line = self.settings.max_line_bytes
-            mode, table = self.settings.cost_mode, self.prices
-            end = start
-            for line in read_lines(f, start, max_line=max_line):
-                if line.data is None:
-                    batch.malformed.append((line.offset, f"line longer than {max_line} bytes"))
-                else:
-                    try:
-                        rec = source.parse_line(line.data, line.offset, ctx)
-                    except Malformed as bad:
-                        batch.malformed.append((line.offset, bad.reason))
-                        rec = None
-                    if rec is not None:
-                        batch.records.append(price_record(rec, table, mode))
-                pending_bytes += line.end - end
-                end = line.end
-                if pending_bytes >= BATCH_BYTES or len(batch.records) >= BATCH_RECORDS:
-                    batch = self._commit(source, batch, ctx, end, fst.st_size, result)
-                    pending_bytes = 0
-                    if self.interrupt.is_set():
-                        break
-            self._commit(source, batch, ctx, end, max(fst.st_size, end), result)
+            if source.kind == "document":
+                self._read_document(source, f, ctx, cursor, result)
+            else:
+                self._read_lines(source, f, fst.st_size, ctx, cursor, result)
+
+    def _read_lines(
+        self,
+        source: Source,
+        f: BinaryIO,
+        size: int,
+        ctx: FileContext,
+        cursor: FileCursor,
+        result: FileResult,
+    ) -> None:
+        """An append-only source: parse each complete line after the cursor."""
+        start = cursor.offset
+        batch = Batch(cursor)
+        pending_bytes = 0
+        max_line = self.settings.max_line_bytes
+        mode, table = self.settings.cost_mode, self.prices
+        end = start
+        for line in read_lines(f, start, max_line=max_line):
+            if line.data is None:
+                batch.malformed.append((line.offset, f"line longer than {max_line} bytes"))
+            else:
+                try:
+                    rec = source.parse_line(line.data, line.offset, ctx)
+                except Malformed as bad:
+                    batch.malformed.append((line.offset, bad.reason))
+                    rec = None
+                if rec is not None:
+                    batch.records.append(price_record(rec, source, table, mode))
+            pending_bytes += line.end - end
+            end = line.end
+            if pending_bytes >= BATCH_BYTES or len(batch.records) >= BATCH_RECORDS:
+                batch = self._commit(source, batch, ctx, end, size, result)
+                pending_bytes = 0
+                if self.interrupt.is_set():
+                    break
+        self._commit(source, batch, ctx, end, max(size, end), result)
         result.bytes_read = end - start
+
+    def _read_document(
+        self, source: Source, f: BinaryIO, ctx: FileContext, cursor: FileCursor, result: FileResult
+    ) -> None:
+        """A whole-file source: re-parse it and upsert every record it holds now."""
+        data = f.read(MAX_DOCUMENT_BYTES + 1)
+        batch = Batch(cursor)
+        if len(data) > MAX_DOCUMENT_BYTES:
+            batch.malformed.append((0, f"document larger than {MAX_DOCUMENT_BYTES} bytes"))
+        else:
+            try:
+                records = source.parse_document(data, ctx)
+            except Malformed as bad:
+                batch.malformed.append((0, bad.reason))
+                records = []
+            mode, table = self.settings.cost_mode, self.prices
+            batch.records = [price_record(rec, source, table, mode) for rec in records]
+        self._commit(source, batch, ctx, len(data), len(data), result)
+        result.bytes_read = len(data)
+
+    def _read_database(
+        self,
+        source: Source,
+        root: Path | None,
+        path: Path,
+        cursor: FileCursor,
+        st: os.stat_result,
+        result: FileResult,
+    ) -> None:
+        """An SQLite source: ask the adapter what changed since its watermark."""
+        ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
+        records = source.read_database(path, ctx)
+        if records is None:
+            result.unchanged = True
+            return
+        cursor.dev, cursor.ino, cursor.mtime_ns = st.st_dev, st.st_ino, st.st_mtime_ns
+        mode, table = self.settings.cost_mode, self.prices
+        batch = Batch(cursor, [price_record(rec, source, table, mode) for rec in records])
+        self._commit(source, batch, ctx, st.st_size, st.st_size, result)
 
     def _commit(
         self,

@@ -29,7 +29,17 @@ __all__ = [
 
 APP_NAME = "sufd"
 COST_MODES = ("auto", "calculate", "display")
-KNOWN_SOURCES = ("claude", "codex")
+KNOWN_SOURCES = (
+    "claude",
+    "codex",
+    "cursor",
+    "cline",
+    "roo-code",
+    "kilo-code",
+    "gemini",
+    "opencode",
+    "kilo-cli",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 CostMode = Literal["auto", "calculate", "display"]

@@ -33,10 +33,12 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
+from sufd.prices import PriceTable, anthropic_cost, openai_cost
 from sufd.settings import Settings
 
 __all__ = [
     "FileContext",
+    "Kind",
     "Malformed",
     "Pricing",
     "Record",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 Pricing = Literal["anthropic", "openai"]
+Kind = Literal["lines", "document", "database"]
 
 
 class Malformed(Exception):
@@ -86,6 +89,8 @@ class Record:
     group: str | None = None
     sidechain: bool = False
     has_speed: bool = False
+    extra_output: int = 0
+    estimated: bool = False
 
     @property
     def dedup_total(self) -> int:
@@ -117,9 +122,22 @@ class FileContext:
 
 
 class Source(ABC):
-    """Base class of a source adapter; subclasses mostly set attributes and parse lines."""
+    """Base class of a source adapter; subclasses mostly set attributes and parse input.
+
+    Three kinds of input exist, chosen by :attr:`kind`:
+
+    * ``"lines"``: append-only line files, read from a byte cursor; implement
+      :meth:`parse_line`. A partial last line is never consumed.
+    * ``"document"``: a whole file rewritten in place (JSON); implement
+      :meth:`parse_document`, which returns every record the file holds now. Records are
+      upserted by key and never retracted when they vanish from the file.
+    * ``"database"``: an SQLite file owned by another program; implement
+      :meth:`read_database`, which opens it read-only and returns what changed since the
+      watermark it keeps in ``ctx.state``.
+    """
 
     name: ClassVar[str]
+    kind: ClassVar[Kind] = "lines"
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
 
     @abstractmethod
@@ -150,20 +168,71 @@ class Source(ABC):
         if not root.is_dir():
             return
         for path in sorted(root.rglob("*")):
-            if self.owns(path):
+            if self.owns(path) and self.target(path) == path:
                 yield path
+
+    def target(self, path: Path) -> Path:
+        """The file to ingest when ``path`` changed (a database's ``-wal`` maps to the database)."""
+        return path
 
     def new_state(self) -> dict[str, Any]:
         """The carried state of a file read from its first byte."""
         return {}
 
-    @abstractmethod
     def parse_line(self, line: bytes, offset: int, ctx: FileContext) -> Record | None:
-        """Turn one complete line (without its newline) into a record.
+        """``lines`` sources: turn one complete line (without its newline) into a record.
 
         Returns ``None`` for lines that carry no usage. Raises :class:`Malformed` for a line
         that should have been usage (or JSON) but cannot be understood.
         """
+        raise NotImplementedError(f"{self.name} is not a line source")
+
+    def parse_document(self, data: bytes, ctx: FileContext) -> list[Record]:
+        """``document`` sources: every record the whole file holds now.
+
+        Raises :class:`Malformed` when the file cannot be understood (e.g. caught mid-write);
+        it is read again on its next change.
+        """
+        raise NotImplementedError(f"{self.name} is not a document source")
+
+    def read_database(self, path: Path, ctx: FileContext) -> list[Record] | None:
+        """``database`` sources: records new or changed since the watermark in ``ctx.state``.
+
+        Must open the database read-only and hold no lock for long. Returns ``None`` when
+        nothing changed (no write transaction is made then). Raises
+        :class:`~sufd.errors.SourceError` when the database is locked or unreadable; the file
+        is retried on the next change or reconcile.
+        """
+        raise NotImplementedError(f"{self.name} is not a database source")
+
+    def cost(self, rec: Record, prices: PriceTable) -> float | None:
+        """The cost of a record from its tokens, or ``None`` when its model has no price.
+
+        The default applies ccusage's Anthropic-shaped formula (``pricing="anthropic"``) or
+        its OpenAI formula (``pricing="openai"``); ``extra_output`` is priced as output.
+        """
+        if rec.price_model is None:
+            return None
+        price = prices.lookup(rec.price_model)
+        if price is None:
+            return None
+        if rec.pricing == "anthropic":
+            return anthropic_cost(
+                price,
+                input=rec.input,
+                output=rec.output + rec.extra_output,
+                cache_write_5m=rec.cache_write_5m,
+                cache_write_1h=rec.cache_write_1h,
+                cache_read=rec.cache_read,
+                fast=rec.fast,
+            )
+        return openai_cost(
+            price,
+            input=rec.input + rec.cache_read,
+            cached=rec.cache_read,
+            output=rec.output + rec.extra_output,
+            fast=rec.fast,
+        )
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
         """Whether ``new`` replaces ``old`` when both claim the same event slot."""
