@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,7 +37,10 @@ __all__ = [
 
 COST_COMPUTED, COST_STORED, COST_UNPRICED, COST_ESTIMATED = 0, 1, 2, 3
 BUCKET_MS = 15 * 60 * 1000
+K = TypeVar("K")
 _IN_CHUNK = 500
+# Neutral for min()/max(): a session touched only by a removal keeps its stored span.
+_NO_SPAN = (2**62, -(2**62))
 _TOKENS = (
     "input",
     "output",
@@ -111,8 +114,12 @@ class _Slot:
 
 @dataclass(slots=True)
 class _Delta:
+    """Aggregate changes of one batch: added events count +1, replaced ones -1 then +1."""
+
     time: dict[tuple[int, str, int, int], list[float]] = field(default_factory=dict)
     session: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    # First/last activity only ever widen, so only additions move them.
+    span: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
 
     def add(
         self,
@@ -131,24 +138,21 @@ class _Delta:
             sign * (kind == COST_UNPRICED),
             sign * (kind == COST_ESTIMATED),
         ]
-        tkey = (rec.ts_ms // BUCKET_MS, source, project_id, model_id)
-        acc = self.time.get(tkey)
-        if acc is None:
-            self.time[tkey] = list(values)
-        else:
-            for i, v in enumerate(values):
-                acc[i] += v
-        skey = (session_id, model_id)
-        sacc = self.session.get(skey)
-        ts = float(rec.ts_ms) if sign > 0 else float("nan")
-        if sacc is None:
-            self.session[skey] = [*values, ts, ts]
-        else:
-            for i, v in enumerate(values):
-                sacc[i] += v
-            if sign > 0:
-                sacc[-2] = rec.ts_ms if sacc[-2] != sacc[-2] else min(sacc[-2], rec.ts_ms)
-                sacc[-1] = rec.ts_ms if sacc[-1] != sacc[-1] else max(sacc[-1], rec.ts_ms)
+        _accumulate(self.time, (rec.ts_ms // BUCKET_MS, source, project_id, model_id), values)
+        _accumulate(self.session, (session_id, model_id), values)
+        if sign > 0:
+            skey = (session_id, model_id)
+            first, last = self.span.get(skey, (rec.ts_ms, rec.ts_ms))
+            self.span[skey] = (min(first, rec.ts_ms), max(last, rec.ts_ms))
+
+
+def _accumulate(acc_map: dict[K, list[float]], key: K, values: list[float]) -> None:
+    acc = acc_map.get(key)
+    if acc is None:
+        acc_map[key] = list(values)
+    else:
+        for i, v in enumerate(values):
+            acc[i] += v
 
 
 def _grp(message_id: str | None) -> int | None:
@@ -443,7 +447,7 @@ class Ledger:
                 " first_ts = min(first_ts, excluded.first_ts),"
                 " last_ts = max(last_ts, excluded.last_ts)",
                 [
-                    (*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10]), *_span(v[11], v[12]))
+                    (*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10]), *delta.span.get(k, _NO_SPAN))
                     for k, v in delta.session.items()
                 ],
             )
@@ -482,13 +486,6 @@ class Ledger:
 
 def _ints(values: Sequence[float]) -> list[int]:
     return [int(v) for v in values]
-
-
-def _span(first: float, last: float) -> tuple[int, int]:
-    # A session key touched only by removals keeps its stored span.
-    if first != first:
-        return (2**62, -(2**62))
-    return int(first), int(last)
 
 
 def _row(s: _Slot) -> tuple[Any, ...]:
