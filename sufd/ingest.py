@@ -328,6 +328,8 @@ class Ingestor:
         for line in read_lines(f, start, max_line=max_line):
             if line.data is None:
                 batch.malformed.append((line.offset, f"line longer than {max_line} bytes"))
+            elif not line.data or line.data.isspace():
+                pass  # blank lines carry nothing and are not an error
             else:
                 try:
                     rec = source.parse_line(line.data, line.offset, ctx)

@@ -32,45 +32,41 @@ def read_lines(
 ) -> Iterator[Line]:
     """Yield the complete lines of ``f`` from byte ``start`` on.
 
-    Memory stays within ``max_line + chunk`` whatever the file size: a line longer than
-    ``max_line`` is skipped up to its newline and reported with ``data=None``.
+    Memory stays within about ``max_line + 2 * chunk`` whatever the file size: a line longer
+    than ``max_line`` is skipped up to its newline and reported with ``data=None``.
     """
     f.seek(start)
-    pending = b""
-    pending_start = start
+    # The unfinished line so far, as pieces: joining them only once its newline arrives
+    # keeps a long line from being copied again with every chunk.
+    pieces: list[bytes] = []
+    pending = 0
+    line_start = start
     skipping = False
-    skip_from = start
     while True:
         block = f.read(chunk)
         if not block:
             return
-        if skipping:
-            nl = block.find(b"\n")
+        pos = 0
+        while True:
+            nl = block.find(b"\n", pos)
             if nl < 0:
-                pending_start += len(block)
-                continue
-            end = pending_start + nl + 1
-            yield Line(skip_from, end, None)
-            block = block[nl + 1 :]
-            pending_start = end
-            skipping = False
-        data = pending + block if pending else block
-        last_nl = data.rfind(b"\n")
-        if last_nl < 0:
-            pending = data
-        else:
-            offset = pending_start
-            for raw in data[:last_nl].split(b"\n"):
-                end = offset + len(raw) + 1
-                if len(raw) > max_line:
-                    yield Line(offset, end, None)
-                else:
-                    yield Line(offset, end, raw)
-                offset = end
-            pending = data[last_nl + 1 :]
-            pending_start = offset
-        if len(pending) > max_line:
-            skipping = True
-            skip_from = pending_start
-            pending_start += len(pending)
-            pending = b""
+                rest = block[pos:]
+                pending += len(rest)
+                if pending > max_line:
+                    skipping, pieces = True, []
+                elif not skipping:
+                    pieces.append(rest)
+                break
+            piece = block[pos:nl]
+            length = pending + len(piece)
+            end = line_start + length + 1
+            if skipping or length > max_line:
+                yield Line(line_start, end, None)
+            elif pieces:
+                pieces.append(piece)
+                yield Line(line_start, end, b"".join(pieces))
+            else:
+                yield Line(line_start, end, piece)
+            pieces, pending, skipping = [], 0, False
+            line_start = end
+            pos = nl + 1

@@ -280,6 +280,7 @@ def looks_like_object(line: bytes) -> bool:
     return line.endswith(b"}") or line.rstrip().endswith(b"}")
 
 
-def short_hash(text: str) -> str:
+def short_hash(data: str | bytes) -> str:
     """A short stable digest used to build keys for lines that carry no id of their own."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()

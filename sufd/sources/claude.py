@@ -69,6 +69,7 @@ class ClaudeCode(Source):
         entry = _direct_entry(obj) or _progress_entry(obj)
         if entry is None:
             raise Malformed("usage line without the fields ccusage requires")
+        entry["_digest"] = short_hash(line) if not _has_message_id(entry) else ""
         return _record(entry, offset, ctx)
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
@@ -137,6 +138,10 @@ def _progress_entry(obj: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _has_message_id(entry: dict[str, Any]) -> bool:
+    return bool(entry["message"].get("id"))
+
+
 def _uint(value: Any, name: str, *, required: bool = False) -> int:
     if value is None and not required:
         return 0
@@ -195,10 +200,12 @@ def _record(entry: dict[str, Any], offset: int, ctx: FileContext) -> Record | No
     if reported is not None and fast and not reported.endswith("-fast"):
         reported += "-fast"
     cwd = entry["cwd"] if isinstance(entry["cwd"], str) and entry["cwd"] else None
+    # A line without an id is its own event: keyed by file, offset and content, so a
+    # re-read of the same bytes is idempotent and different bytes at that offset are new.
     key = (
         f"{message_id}:{request_id or ''}"
         if message_id
-        else f"@{short_hash(str(ctx.path))}:{offset}"
+        else f"@{short_hash(str(ctx.path))}:{offset}:{entry['_digest']}"
     )
     return Record(
         key=key,

@@ -118,8 +118,9 @@ class _Delta:
 
     time: dict[tuple[int, str, int, int], list[float]] = field(default_factory=dict)
     session: dict[tuple[int, int], list[float]] = field(default_factory=dict)
-    # First/last activity only ever widen, so only additions move them.
+    # Additions widen first/last activity; keys that lost an event are recomputed exactly.
     span: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    shrunk: set[tuple[int, int]] = field(default_factory=set)
 
     def add(
         self,
@@ -140,7 +141,9 @@ class _Delta:
         ]
         _accumulate(self.time, (rec.ts_ms // BUCKET_MS, source, project_id, model_id), values)
         _accumulate(self.session, (session_id, model_id), values)
-        if sign > 0:
+        if sign < 0:
+            self.shrunk.add((session_id, model_id))
+        else:
             skey = (session_id, model_id)
             first, last = self.span.get(skey, (rec.ts_ms, rec.ts_ms))
             self.span[skey] = (min(first, rec.ts_ms), max(last, rec.ts_ms))
@@ -450,6 +453,19 @@ class Ledger:
                     (*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10]), *delta.span.get(k, _NO_SPAN))
                     for k, v in delta.session.items()
                 ],
+            )
+        if delta.shrunk:
+            # A replaced event may have held the session's first or last activity.
+            self.conn.executemany(
+                "UPDATE agg_session SET"
+                " first_ts = (SELECT MIN(ts) FROM events WHERE session_id = ? AND model_id = ?),"
+                " last_ts = (SELECT MAX(ts) FROM events WHERE session_id = ? AND model_id = ?)"
+                " WHERE session_id = ? AND model_id = ? AND events > 0",
+                [(*k, *k, *k) for k in delta.shrunk],
+            )
+            self.conn.executemany(
+                "DELETE FROM agg_session WHERE session_id = ? AND model_id = ? AND events <= 0",
+                list(delta.shrunk),
             )
 
     def _write_cursor(self, batch: Batch, inserted: int) -> None:

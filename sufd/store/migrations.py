@@ -82,6 +82,8 @@ CREATE TABLE events (
     UNIQUE (source, key)
 );
 CREATE INDEX events_grp ON events(grp) WHERE grp IS NOT NULL;
+-- Recomputing a session's first/last activity after an event is replaced.
+CREATE INDEX events_session ON events(session_id, model_id, ts);
 
 -- Sums per 15-minute UTC bucket: every real UTC offset is a multiple of 15 minutes, so
 -- daily/weekly/monthly reports are exact in any time zone.
