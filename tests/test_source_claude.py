@@ -1,0 +1,99 @@
+"""Claude Code source: the real samples ingest to the totals in SOURCES.md.
+
+The expected numbers come from ../shared/fixtures/real/SOURCES.md (checked there against
+ccusage 20.0.24 and by hand), not from sufd's own output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import SufdEnv, shared_fixture
+from tests.real_fixtures import daily, place_claude, place_codex
+
+pytestmark = pytest.mark.integration
+
+
+def test_claude_1_streamed_lines_max_total_wins(sufd_env: SufdEnv) -> None:
+    place_claude(sufd_env, "dkimuson-1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl")
+    report = daily(sufd_env)
+    assert [r["period"] for r in report["daily"]] == ["2025-09-03"]
+    t = report["totals"]
+    assert (
+        t["inputTokens"],
+        t["outputTokens"],
+        t["cacheCreationTokens"],
+        t["cacheReadTokens"],
+    ) == (93, 953, 12698, 103219)
+    assert t["totalTokens"] == 116963
+    assert t["events"] == 7  # 15 usage lines, 7 unique (message.id, requestId)
+    assert t["totalCost"] == pytest.approx(0.093157, abs=5e-7)
+
+
+def test_claude_2_sidechain_lines(sufd_env: SufdEnv) -> None:
+    place_claude(sufd_env, "dkimuson-5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl")
+    report = daily(sufd_env)
+    assert [r["period"] for r in report["daily"]] == ["2025-09-07"]
+    t = report["totals"]
+    assert (
+        t["inputTokens"],
+        t["outputTokens"],
+        t["cacheCreationTokens"],
+        t["cacheReadTokens"],
+    ) == (129, 3629, 47747, 324259)
+    assert t["totalTokens"] == 375764
+    assert t["events"] == 20
+    assert t["totalCost"] == pytest.approx(0.331151, abs=5e-7)
+
+
+def test_claude_3_cost_usd_and_fast(sufd_env: SufdEnv) -> None:
+    place_claude(sufd_env, "ccusage-project-alpha-session-alpha-chat.jsonl")
+    report = daily(sufd_env)
+    days = {r["period"]: r for r in report["daily"]}
+    assert sorted(days) == ["2026-01-09", "2026-01-10"]
+    assert days["2026-01-09"]["events"] == 2 and days["2026-01-10"]["events"] == 1
+    t = report["totals"]
+    assert (
+        t["inputTokens"],
+        t["outputTokens"],
+        t["cacheCreationTokens"],
+        t["cacheReadTokens"],
+    ) == (600, 250, 75, 70)
+    assert t["totalCost"] == pytest.approx(0.12 + 0.34 + 0.56, rel=1e-12)
+    assert "claude-opus-4-20250514-fast" in {m for r in report["daily"] for m in r["modelsUsed"]}
+
+
+def test_claude_4_schema_coverage_does_not_crash(sufd_env: SufdEnv) -> None:
+    place_claude(sufd_env, "agentsessions-stage0-claude-small.jsonl")
+    report = daily(sufd_env)
+    with sufd_env.connect() as conn:
+        nonzero = conn.execute(
+            "SELECT input, output FROM events"
+            " WHERE input + output + cache_write_5m + cache_write_1h + cache_read > 0"
+        ).fetchall()
+    assert len(nonzero) <= 1
+    if nonzero:
+        assert nonzero == [(10, 5)]
+    assert report["totals"]["inputTokens"] == sum(r[0] for r in nonzero)
+
+
+def test_all_fixtures_together_reingest_is_idempotent(sufd_env: SufdEnv) -> None:
+    for name in [p.name for p in shared_fixture("claude").iterdir()]:
+        place_claude(sufd_env, name)
+    for name in [p.name for p in shared_fixture("codex").iterdir()]:
+        place_codex(sufd_env, name)
+    first = daily(sufd_env)
+    again = sufd_env.run("ingest", "--json")
+    summary = json.loads(again.stdout)
+    assert (
+        summary["events_new"] == 0
+        and summary["events_replaced"] == 0
+        and summary["bytes_read"] == 0
+    )
+    assert "Nothing new" in sufd_env.run("ingest").stdout
+    second = json.loads(
+        sufd_env.run("ctl", "report", "daily", "--json", "--timezone", "UTC").stdout
+    )
+    assert first == second
