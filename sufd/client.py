@@ -122,7 +122,10 @@ def stream(
     sock = _connect(path, timeout)
     with sock, sock.makefile("rb") as f:
         request = {"v": PROTOCOL, "id": next(_ids), "cmd": cmd, "args": args or {}}
-        sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        except OSError as exc:
+            raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
         _check(_read_line(f, path))
         sock.settimeout(None)
         while True:

@@ -170,12 +170,16 @@ class ControlServer:
             try:
                 req_id, cmd, args = decode_request(line)
                 if cmd in self._streams:
-                    await self._stream(writer, req_id, self._streams[cmd], args)
+                    await self._stream(reader, writer, req_id, self._streams[cmd], args)
                     return
                 result = await self._handlers[cmd](args)
                 response = ok(req_id, result)
             except ProtocolError as exc:
-                response = error(req_id, exc.code, exc.message)
+                response = error(
+                    req_id if req_id is not None else exc.req_id, exc.code, exc.message
+                )
+            except ConnectionError:
+                return  # the client went away mid-reply: nothing to answer
             except Exception as exc:  # a handler bug must not take the daemon down
                 log.error("control.handler_failed", error=f"{type(exc).__name__}: {exc}")
                 response = error(req_id, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -183,15 +187,39 @@ class ControlServer:
 
     async def _stream(
         self,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         req_id: Any,
         handler: StreamHandler,
         args: dict[str, Any],
     ) -> None:
         await self._reply(writer, ok(req_id, {"streaming": True}))
-        async for item in handler(args):
-            writer.write(encode({"v": 1, "event": item}))
-            await writer.drain()
+        gone = asyncio.ensure_future(reader.read(1))  # EOF (or any byte) ends the stream
+        items = handler(args).__aiter__()
+        try:
+            while True:
+                nxt = asyncio.ensure_future(items.__anext__())
+                done, _ = await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
+                    return
+                try:
+                    item = nxt.result()
+                except StopAsyncIteration:
+                    return
+                writer.write(encode({"v": 1, "event": item}))
+                try:
+                    await asyncio.wait_for(writer.drain(), timeout=self._idle)
+                except TimeoutError:
+                    log.warning("control.stream_client_stalled")
+                    writer.transport.abort()
+                    return
+        finally:
+            gone.cancel()
+            with contextlib.suppress(BaseException):
+                await gone
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from sufd.settings import KNOWN_SOURCES, Settings, load
 from sufd.sources import enabled_sources
 from sufd.state import Pause, State, load_state, save_state
 from sufd.statusline import format_line
-from sufd.store import open_readonly, open_store, queries
+from sufd.store import open_readonly, open_store, private_dir, queries
 from sufd.store.ledger import Ledger, PricedRecord
 from sufd.watcher import RootWatcher
 
@@ -140,6 +140,7 @@ class Daemon:
             log.warning("log.file_unavailable", problem=self.log_problem)
         paths = self.settings.paths
         prepare_runtime_dir(paths.runtime_dir)
+        private_dir(paths.state_dir)
         self._lock.acquire()
         try:
             await self._in_writer(self._open_writer)
@@ -279,13 +280,13 @@ class Daemon:
         items = [_event_json(source, pr, False, now) for pr in inserted]
         items += [_event_json(source, pr, True, now) for pr in replaced]
         for q in list(self._tails):
+            if q.qsize() >= TAIL_QUEUE:  # still that far behind from earlier commits
+                self._tails.discard(q)
+                q.put_nowait(None)
+                log.warning("tail.client_too_slow")
+                continue
             for item in items:
-                try:
-                    q.put_nowait(item)
-                except asyncio.QueueFull:
-                    self._tails.discard(q)
-                    log.warning("tail.client_too_slow")
-                    break
+                q.put_nowait(item)
 
     def request_paths(self, source: str, paths: set[Path]) -> None:
         """Called by the watchers with changed files."""
@@ -632,7 +633,7 @@ class Daemon:
         return {**numbers, "text": format_line(numbers)}
 
     async def _tail(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(TAIL_QUEUE)
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # _publish bounds it
         self._tails.add(q)
         try:
             while True:

@@ -45,15 +45,16 @@ CAPABILITIES = tuple(f"cmd-{c}" for c in COMMANDS) + ("pause-ttl", "pause-source
 class ProtocolError(Exception):
     """A request that cannot be served; ``code`` is the stable machine-readable reason."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, req_id: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.req_id = req_id
 
 
 def encode(obj: dict[str, Any]) -> bytes:
     """One compact JSON line."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
 def ok(req_id: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def decode_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     """
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("bad_json", "request is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
@@ -83,14 +84,16 @@ def decode_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     version = obj.get("v", PROTOCOL)
     if version != PROTOCOL:
         raise ProtocolError(
-            "unsupported_protocol", f"daemon speaks protocol {PROTOCOL}, request uses {version!r}"
+            "unsupported_protocol",
+            f"daemon speaks protocol {PROTOCOL}, request uses {version!r}",
+            req_id,
         )
     cmd = obj.get("cmd")
     if not isinstance(cmd, str):
-        raise ProtocolError("bad_request", "request has no 'cmd' string")
+        raise ProtocolError("bad_request", "request has no 'cmd' string", req_id)
     if cmd not in COMMANDS:
-        raise ProtocolError("unknown_command", f"unknown command {cmd!r}")
+        raise ProtocolError("unknown_command", f"unknown command {cmd!r}", req_id)
     args = obj.get("args", {})
     if not isinstance(args, dict):
-        raise ProtocolError("bad_request", "'args' must be an object")
+        raise ProtocolError("bad_request", "'args' must be an object", req_id)
     return req_id, cmd, args

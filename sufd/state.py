@@ -69,7 +69,9 @@ def load_state(path: Path) -> State:
 
 def save_state(path: Path, state: State) -> None:
     """Atomically replace ``state.json``."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from sufd.store import private_dir
+
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

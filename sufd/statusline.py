@@ -44,7 +44,7 @@ def _read_input() -> dict[str, Any]:
         return {}
     try:
         data = json.loads(sys.stdin.read() or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
