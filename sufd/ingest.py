@@ -262,13 +262,14 @@ class Ingestor:
             log.warning(
                 "ingest.file_failed", path=str(path), source=source.name, error=result.error
             )
-            if cursor is not None:
-                try:
+            try:
+                # The cached cursor may have moved before a commit failed: take the stored one.
+                cursors.pop(str(path), None)
+                cursors.update(self.ledger.cursors(str(path)))
+                if cursor is not None:
                     self.ledger.mark_error(cursor, result.error)
-                except Exception as store_exc:
-                    log.error(
-                        "ingest.mark_error_failed", path=str(path), error=_describe(store_exc)
-                    )
+            except Exception as store_exc:
+                log.error("ingest.mark_error_failed", path=str(path), error=_describe(store_exc))
         return result
 
     def _read(
@@ -364,6 +365,7 @@ class Ingestor:
                 records = []
             mode, table = self.settings.cost_mode, self.prices
             batch.records = [price_record(rec, source, table, mode) for rec in records]
+            batch.malformed.extend(ctx.malformed)
         self._commit(source, batch, ctx, len(data), len(data), result)
         result.bytes_read = len(data)
 
@@ -385,6 +387,7 @@ class Ingestor:
         cursor.dev, cursor.ino, cursor.mtime_ns = st.st_dev, st.st_ino, st.st_mtime_ns
         mode, table = self.settings.cost_mode, self.prices
         batch = Batch(cursor, [price_record(rec, source, table, mode) for rec in records])
+        batch.malformed.extend(ctx.malformed)
         self._commit(source, batch, ctx, st.st_size, st.st_size, result)
 
     def _commit(

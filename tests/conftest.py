@@ -15,7 +15,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "real"
 
-_ISOLATED_VARS = ("CLAUDE_CONFIG_DIR", "CODEX_HOME", "TZ")
+# Agents' own location overrides: a test must never read the real user's logs.
+_ISOLATED_VARS = (
+    "CLAUDE_CONFIG_DIR",
+    "CODEX_HOME",
+    "CLINE_DATA_DIR",
+    "CLINE_DIR",
+    "GEMINI_CLI_HOME",
+    "GEMINI_DATA_DIR",
+    "OPENCODE_DATA_DIR",
+    "KILO_DATA_DIR",
+    "TZ",
+)
 
 
 @dataclass

@@ -111,6 +111,8 @@ class FileContext:
     path: Path
     root: Path | None
     state: dict[str, Any] = field(default_factory=dict)
+    # Whole-file and database sources report bad entries here: (byte offset or row, reason).
+    malformed: list[tuple[int, str]] = field(default_factory=list)
 
     @staticmethod
     def json(line: bytes) -> Any:

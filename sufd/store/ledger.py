@@ -243,11 +243,17 @@ class Ledger:
 
     # -- cursors ----------------------------------------------------------------------
 
-    def cursors(self) -> dict[str, FileCursor]:
-        """Every known file's cursor, keyed by path (one query, for cheap no-change scans)."""
-        rows = self.conn.execute(
-            "SELECT id, source, path, dev, ino, size, mtime_ns, offset, state, gone FROM files"
-        ).fetchall()
+    def cursors(self, path: str | None = None) -> dict[str, FileCursor]:
+        """Every known file's cursor (or just ``path``'s), keyed by path.
+
+        One query for all of them keeps a no-change scan cheap.
+        """
+        sql = "SELECT id, source, path, dev, ino, size, mtime_ns, offset, state, gone FROM files"
+        rows = (
+            self.conn.execute(sql + " WHERE path = ?", (path,)).fetchall()
+            if path is not None
+            else self.conn.execute(sql).fetchall()
+        )
         return {
             r[2]: FileCursor(
                 r[0],
