@@ -143,7 +143,7 @@ def price_record(rec: Record, source: Source, table: PriceTable, mode: str) -> P
             cost, kind = 0.0, COST_UNPRICED if unpriced else COST_COMPUTED
         else:
             cost, kind = computed, COST_COMPUTED
-    if rec.estimated:
+    if rec.estimated and kind != COST_UNPRICED:
         kind = COST_ESTIMATED
     return PricedRecord(rec, cost, kind)
 

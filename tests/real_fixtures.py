@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 from tests.conftest import SufdEnv, shared_fixture
 
@@ -20,10 +21,13 @@ def place_codex(env: SufdEnv, name: str) -> None:
     shutil.copy(shared_fixture("codex", name), dest / name)
 
 
-def daily(env: SufdEnv) -> dict:
+def daily(env: SufdEnv) -> dict[str, Any]:
     env.run("ingest")
-    return json.loads(env.run("ctl", "report", "daily", "--json", "--timezone", "UTC").stdout)
+    report: dict[str, Any] = json.loads(
+        env.run("ctl", "report", "daily", "--json", "--timezone", "UTC").stdout
+    )
+    return report
 
 
-def by_model(report: dict) -> dict[tuple[str, str], dict]:
+def by_model(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["period"], b["modelName"]): b for r in report["daily"] for b in r["modelBreakdowns"]}

@@ -1,0 +1,620 @@
+"""Gemini CLI: chat recordings under ``<home>/.gemini/tmp/<project>/chats/``.
+
+Files (formats.md §6): legacy ``session-*.json`` (one ``ConversationRecord``, rewritten whole)
+and newer ``session-*.jsonl`` (metadata line, message records re-emitted with the same ``id``
+as they update, ``{"$set":…}`` and ``{"$rewindTo":…}`` records). ccusage reads every ``*.json``
+and ``*.jsonl`` below the root recursively, and so does this source.
+
+**One source, kind "document", for both file kinds.** The registry and the ledger key a source
+by its name, and ``SOURCES`` holds one instance per name, so a "lines" class for ``.jsonl`` and
+a "document" class for ``.json`` cannot both be "gemini". Every file is therefore re-parsed
+whole when it changes; records are upserted by key, which gives ccusage's per-file "last
+emission of an id wins" whatever the read order (a re-read after a truncate or a rewrite ends
+on the file's last values too), and never retracted.
+
+Rules, as ccusage 20.0.24 applies them (``adapter/gemini/parser.rs``, checked by running it):
+
+* ``.json``: ``messages[]`` entries with ``type == "gemini"`` and a ``tokens`` object; the model
+  must be on the message; timestamp = message ``timestamp`` / ``created_at``, else the
+  session's ``startTime`` / ``lastUpdated``, else the file's mtime. A file that is itself one
+  ``gemini`` message, or holds headless ``stats`` (``stats.models.<model>.tokens``), counts too.
+* ``.jsonl``: the last top-level ``sessionId`` and ``model`` seen carry forward; a ``gemini``
+  record whose ``id`` was seen replaces the earlier event (key ``(file, id)``, last wins) —
+  but only when it yields an event (a re-emission with all-zero or no tokens changes
+  nothing). ``$rewindTo`` is **not** honoured: rewound turns still count. A record without a
+  valid timestamp gets the file's mtime (at the time sufd reads it).
+* Tokens: aliases ``input|prompt|input_tokens|prompt_tokens``, ``output|candidates|…``,
+  ``cached|cached_tokens``, ``thoughts|reasoning|…``, ``tool|tool_tokens``, ``total`` (else
+  ``total_tokens``); any JSON number counts (negative → 0, fractions truncated). If
+  ``cached > 0`` and ``total == input + output + thoughts + tool`` the cached part is taken
+  out of ``input``; otherwise ``input`` is kept and ``cached`` is added as cache reads. Tool
+  tokens are added to input. Thoughts are priced as output (``extra_output``) and are not in
+  ``outputTokens``; a ``total`` larger than all parts adds the rest to output when output is
+  0, else to ``extra_output``. ``totalTokens`` is ``max(total, input + output + cache)``.
+  ``reasoning`` keeps the raw thoughts count for information. No cache writes.
+* Pricing (:meth:`GeminiCli.cost`): model candidates ``google/M``, ``gemini/M``,
+  ``vertex_ai/M``, ``openrouter/google/M``, ``M``, first one with a price wins. ccusage's
+  embedded LiteLLM table has no Gemini keys, so these resolve in its embedded models.dev
+  snapshot; :data:`MODELS_DEV` is the Gemini part of that snapshot as ccusage 20.0.24 loads
+  it (``tests/gen_gemini_opencode.py`` re-derives it from the binary and a test compares).
+  models.dev long-context tiers switch the **whole request** to the tier rates once input +
+  cache reads exceed the tier size (e.g. gemini-2.5-pro above 200k). Note that
+  ``google/gemini-3-flash`` (0.4/2.4) differs from ``gemini-3-flash`` (0.5/3.0): the prefix
+  order matters.
+
+Roots: ccusage's ``GEMINI_DATA_DIR`` (comma-separated, each used as is) when set, and then
+only those; else ``$GEMINI_CLI_HOME/.gemini/tmp`` (Gemini CLI's own override; ccusage ignores
+it) and ``~/.gemini/tmp``. Project = the directory directly below the root (the project hash
+or slug); session = ``sessionId``, else the file stem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sufd.prices import ModelPrice, PriceTable, anthropic_cost
+from sufd.settings import Settings
+from sufd.sources.base import FileContext, Malformed, Record, Source, parse_timestamp_ms
+
+__all__ = ["MODELS_DEV", "PREFIXES", "GeminiCli", "find_price", "models_dev_price"]
+
+PREFIXES = ("google", "gemini", "vertex_ai", "openrouter/google")
+_SUFD_ONLY_KEY = re.compile(r"^gemini[-/]")
+_INPUT = ("input", "prompt", "input_tokens", "prompt_tokens")
+_OUTPUT = ("output", "candidates", "output_tokens", "candidates_tokens")
+_CACHED = ("cached", "cached_tokens")
+_THOUGHTS = ("thoughts", "reasoning", "thoughts_tokens", "reasoning_tokens")
+_TOOL = ("tool", "tool_tokens")
+
+Tier = tuple[int, float | None, float | None, float | None, float | None]
+# models.dev id → (input, output, cache_read, cache_write, (tier size, input, output,
+# cache_read, cache_write) | None, exact_only), USD per Mtok, as ccusage 20.0.24 embeds them.
+MODELS_DEV: dict[str, tuple[float, float, float | None, float | None, Tier | None, bool]] = {
+    "databricks-gemini-2-5-flash": (0.3, 2.5, 0.03, None, None, False),
+    "databricks-gemini-2-5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
+    "databricks-gemini-3-1-flash-lite": (0.25, 1.5, 0.025, None, None, False),
+    "databricks-gemini-3-1-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "databricks-gemini-3-flash": (0.5, 3, 0.05, None, None, False),
+    "databricks-gemini-3-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "gemini-2.0-flash-lite": (0.075, 0.3, None, None, None, True),
+    "gemini-2.0-pro-exp-02-05": (1.989, 7.956, 0.49725, None, None, False),
+    "gemini-2.0-pro-reasoner": (1.292, 4.998, 0.323, None, None, False),
+    "gemini-2.5-computer-use-preview-10-2025": (
+        1.25,
+        10,
+        None,
+        None,
+        (200000, 2.5, 15, None, None),
+        False,
+    ),
+    "gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
+    "gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, True),
+    "gemini-2.5-flash-lite-preview-06-17": (0.15, 0.6, 0.015, None, None, True),
+    "gemini-2.5-flash-lite-preview-09-2025": (0.1, 0.4, 0.01, None, None, True),
+    "gemini-2.5-flash-lite-preview-09-2025-thinking": (0.1, 0.4, 0.01, None, None, True),
+    "gemini-2.5-flash-lite@eu": (0.1, 0.4, 0.01, 0.18333, None, True),
+    "gemini-2.5-flash-nothink": (0.3, 2.5, None, None, None, True),
+    "gemini-2.5-flash-nothinking": (0.3, 2.5, 0.03, None, None, True),
+    "gemini-2.5-flash-preview-04-17": (0.15, 0.6, 0.015, None, None, True),
+    "gemini-2.5-flash-preview-04-17:thinking": (0.15, 3.5, 0.015, None, None, True),
+    "gemini-2.5-flash-preview-05-20": (0.15, 0.6, 0.015, None, None, True),
+    "gemini-2.5-flash-preview-05-20:thinking": (0.15, 3.5, 0.015, None, None, True),
+    "gemini-2.5-flash-preview-09-2025": (0.3, 2.5, 0.03, None, None, True),
+    "gemini-2.5-flash-preview-09-2025-thinking": (0.3, 2.5, 0.03, None, None, True),
+    "gemini-2.5-flash@eu": (0.3, 2.5, 0.075, 0.55, None, True),
+    "gemini-2.5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
+    "gemini-2.5-pro-exp-03-25": (2.5, 10, 0.25, None, None, True),
+    "gemini-2.5-pro-preview-03-25": (2.5, 10, 0.25, None, None, True),
+    "gemini-2.5-pro-preview-05-06": (2.5, 10, 0.25, None, None, True),
+    "gemini-2.5-pro-preview-06-05": (2.5, 10, 0.25, None, None, True),
+    "gemini-2.5-pro@eu": (1.25, 10, 0.31, 2.375, (200000, 2.5, 15, 0.62, 4.75), True),
+    "gemini-3-1-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "gemini-3-flash": (0.5, 3, 0.05, 0.083333, None, False),
+    "gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
+    "gemini-3-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "gemini-3-pro-preview": (2, 12, 0.19999999999999998, None, None, False),
+    "gemini-3.1-flash-lite": (0.25, 1.5, 0.025, None, None, False),
+    "gemini-3.1-flash-lite-preview": (0.25, 1.5, 0.025, None, None, True),
+    "gemini-3.1-flash-lite@eu": (0.275, 1.65, 0.0275, 0.091663, None, True),
+    "gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "gemini-3.1-pro-preview-customtools": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), True),
+    "gemini-3.5-flash": (1.5, 9, 0.15, None, None, False),
+    "gemini-3.5-flash-lite": (0.3, 2.5, 0.03, None, None, True),
+    "gemini-3.5-flash-lite@eu": (0.33, 2.75, 0.033, None, None, True),
+    "gemini-3.5-flash-thinking": (1.5, 9, None, None, None, True),
+    "gemini-3.5-flash@eu": (1.65, 9.9, 0.165, 1.7413, None, True),
+    "gemini-3.6-flash": (0.75, 3.75, 0.075, None, None, False),
+    "gemini-3.7-flash": (0.75, 3.75, 0.075, None, None, False),
+    "gemini-3.7-flash@eu": (0.825, 4.125, 0.0825, None, None, True),
+    "gemini-3.8-flash": (0.75, 3.75, 0.075, None, None, False),
+    "gemini-3.8-flash@eu": (0.825, 4.125, 0.0825, None, None, True),
+    "gemini-embedding-001": (0.15, 0, None, None, None, False),
+    "gemini-embedding-2": (0.2, 0, None, None, None, False),
+    "gemini-exp-1206": (1.258, 4.998, 0.629, None, None, False),
+    "gemini-flash-latest": (0.75, 3.75, 0.075, None, None, True),
+    "gemini-flash-lite-latest": (0.3, 2.5, 0.03, None, None, True),
+    "gemini-pro-latest": (2, 12, 0.2, None, None, True),
+    "gemini/gemini-2.5-flash": (0.3, 2.5, 0.03, 0.3, None, False),
+    "gemini/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, 0.1, None, False),
+    "gemini/gemini-2.5-pro": (1.25, 10, 0.125, 1.25, (200000, 2.5, 15, 0.25, 2.5), False),
+    "gemini/gemini-3-flash-preview": (0.5, 3, 0.05, 0.5, None, False),
+    "gemini/gemini-3.1-pro-preview": (2, 12, 0.2, 2, (200000, 4, 18, 0.4, 4), False),
+    "gemini/gemini-3.5-flash": (1.5, 9, 0.15, 1.5, None, False),
+    "gemini/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.3, None, False),
+    "gemini/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.75, None, False),
+    "gemini/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.75, None, False),
+    "gemini/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.75, None, False),
+    "google-ai-studio/gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
+    "google-ai-studio/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, False),
+    "google-ai-studio/gemini-2.5-pro": (
+        1.25,
+        10,
+        0.125,
+        None,
+        (200000, 2.5, 15, 0.25, None),
+        False,
+    ),
+    "google-ai-studio/gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
+    "google-ai-studio/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.08333, None, False),
+    "google-ai-studio/gemini-3.1-pro-preview": (
+        2,
+        12,
+        0.2,
+        None,
+        (200000, 4, 18, 0.4, None),
+        False,
+    ),
+    "google-ai-studio/gemini-3.5-flash": (1.5, 9, 0.15, 0.08333, None, False),
+    "google-ai-studio/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.08333, None, False),
+    "google-ai-studio/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google-ai-studio/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google-ai-studio/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google-ai-studio/gemini-pro-latest": (2, 12, 0.2, None, None, True),
+    "google-vertex/gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
+    "google-vertex/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, False),
+    "google-vertex/gemini-2.5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
+    "google-vertex/gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
+    "google-vertex/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.08333, None, False),
+    "google-vertex/gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "google-vertex/gemini-3.5-flash": (1.5, 9, 0.15, 0.08333, None, False),
+    "google-vertex/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.08333, None, False),
+    "google-vertex/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google-vertex/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google-vertex/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
+    "google/gemini-2.0-flash": (0.1, 0.42, None, None, None, False),
+    "google/gemini-2.0-flash-lite": (0.052, 0.21, None, None, None, False),
+    "google/gemini-2.5-computer-use-preview-10-2025": (1.25, 10, None, None, None, False),
+    "google/gemini-2.5-flash": (0.3, 2.5, 0.03, 0.083333, None, False),
+    "google/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, 0.083333, None, False),
+    "google/gemini-2.5-pro": (1.25, 10, 0.125, 0.375, (200000, 2.5, 15, 0.25, None), False),
+    "google/gemini-2.5-pro-preview": (1.25, 10, 0.125, 0.375, (200000, 2.5, 15, 0.25, None), False),
+    "google/gemini-3-flash": (0.4, 2.4, 0.04, None, None, False),
+    "google/gemini-3-flash-preview": (0.5, 3, 0.05, None, (200000, 0.5, 3, 0.05, None), False),
+    "google/gemini-3-flash-preview-thinking": (0.5, 3, 0.05, None, None, False),
+    "google/gemini-3-pro": (1.6, 9.6, 0.16, None, None, False),
+    "google/gemini-3-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "google/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.083333, None, False),
+    "google/gemini-3.1-flash-lite-preview": (0.25, 1.5, 0.025, 0.083333, None, False),
+    "google/gemini-3.1-pro": (2, 12, 0.2, None, None, False),
+    "google/gemini-3.1-pro-preview": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), False),
+    "google/gemini-3.1-pro-preview-customtools": (
+        2,
+        12,
+        0.2,
+        0.375,
+        (200000, 4, 18, 0.4, None),
+        False,
+    ),
+    "google/gemini-3.1-pro-preview-high": (2, 12, 0.2, 0.375, None, False),
+    "google/gemini-3.1-pro-preview-low": (2, 12, 0.2, 0.375, None, False),
+    "google/gemini-3.5-flash": (1.5, 9, 0.15, 0.083333, None, False),
+    "google/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.083333, None, False),
+    "google/gemini-3.5-flash-thinking": (1.5, 9, 0.15, 0.083333, None, False),
+    "google/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "google/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "google/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "google/gemini-deep-research": (1.6, 9.6, None, None, None, True),
+    "google/gemini-embedding-001": (0.15, 0, None, None, None, False),
+    "google/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
+    "google/gemini-flash-lite-latest": (0.3, 2.5, 0.03, 0.08333, None, True),
+    "google/gemini-omni-flash-preview": (1.5, 9, None, None, None, True),
+    "google/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), True),
+    "google/gemini-robotics-er-1.6-preview": (1, 5, None, None, None, False),
+    "quartz/gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
+    "vertex/gemini-3-flash-preview": (0.5, 3, 0.05, 0.083333, None, False),
+    "vertex/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.083333, None, False),
+    "vertex/gemini-3.1-flash-lite@eu": (0.25, 1.5, 0.025, 0.083333, None, False),
+    "vertex/gemini-3.1-flash-lite@us": (0.25, 1.5, 0.025, 0.083333, None, False),
+    "vertex/gemini-3.1-pro-preview": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, 0.25), False),
+    "vertex/gemini-3.5-flash": (1.5, 9, 0.15, 0.083333, None, False),
+    "vertex/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.083333, None, False),
+    "vertex/gemini-3.5-flash-lite@eu": (0.3, 2.5, 0.03, 0.083333, None, False),
+    "vertex/gemini-3.5-flash-lite@us": (0.3, 2.5, 0.03, 0.083333, None, False),
+    "vertex/gemini-3.5-flash@eu": (1.5, 9, 0.15, 0.083333, None, False),
+    "vertex/gemini-3.5-flash@us": (1.5, 9, 0.15, 0.083333, None, False),
+    "vertex/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.6-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.6-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.7-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.7-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.8-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-3.8-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
+    "vertex/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
+    "vertex/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, 0.25), True),
+    "vertexai/gemini-3.7-flash": (0.75, 3.75, 0.075, None, None, False),
+    "vertexai/gemini-3.7-flash-eu": (0.75, 3.75, 0.075, None, None, False),
+    "~google/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
+    "~google/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), True),
+}
+
+
+class GeminiCli(Source):
+    """Gemini CLI chat recordings (``.json`` and ``.jsonl``), re-parsed whole on change."""
+
+    name = "gemini"
+    kind = "document"
+    suffixes = (".json", ".jsonl")
+
+    def default_roots(self, settings: Settings) -> list[Path]:
+        """``GEMINI_DATA_DIR`` entries, else ``$GEMINI_CLI_HOME`` and ``~``'s ``.gemini/tmp``."""
+        env, home = settings.env, settings.home
+        data_dirs = [p.strip() for p in env.get("GEMINI_DATA_DIR", "").split(",") if p.strip()]
+        if data_dirs:
+            return [Path(p).expanduser() for p in data_dirs]
+        cli_home = env.get("GEMINI_CLI_HOME", "").strip()
+        homes = [Path(cli_home).expanduser()] if cli_home else []
+        return list(dict.fromkeys(h / ".gemini" / "tmp" for h in [*homes, home]))
+
+    def parse_document(self, data: bytes, ctx: FileContext) -> list[Record]:
+        """Every usage event the file holds now (see the module docstring for the rules)."""
+        mtime = _mtime_ms(ctx.path)
+        if ctx.path.suffix == ".jsonl":
+            events = _parse_jsonl(data, ctx.path, mtime)
+        else:
+            events = _parse_json(data, ctx.path, mtime)
+        project = _project(ctx)
+        return [_record(e, project) for e in events]
+
+    def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
+        """The file's current values replace the stored event whenever they differ."""
+        return _values(new) != _values(old) or new_cost != old_cost
+
+    def cost(self, rec: Record, prices: PriceTable) -> float | None:
+        """ccusage's Gemini pricing: the first model candidate with a price (see above)."""
+        if rec.model is None:
+            return None
+        for candidate in gemini_candidates(rec.model):
+            price = find_price(candidate, prices)
+            if price is not None:
+                return _cost(price, rec)
+        return None
+
+
+def gemini_candidates(model: str) -> list[str]:
+    """``google/M``, ``gemini/M``, ``vertex_ai/M``, ``openrouter/google/M``, ``M`` (deduped)."""
+    return list(dict.fromkeys([*(f"{p}/{model}" for p in PREFIXES), model]))
+
+
+def _cost(price: ModelPrice, rec: Record) -> float:
+    return anthropic_cost(
+        price,
+        input=rec.input,
+        output=rec.output + rec.extra_output,
+        cache_write_5m=rec.cache_write_5m,
+        cache_write_1h=rec.cache_write_1h,
+        cache_read=rec.cache_read,
+        fast=False,
+    )
+
+
+# -- ccusage's price lookup: embedded LiteLLM table, then the embedded models.dev snapshot ---
+
+
+def find_price(name: str, prices: PriceTable) -> ModelPrice | None:
+    """The price ccusage 20.0.24 ``--offline`` finds for ``name``, or ``None``.
+
+    1. sufd's table, standing in for ccusage's embedded LiteLLM table + built-ins. sufd's
+       table also carries LiteLLM's ``gemini-*`` / ``gemini/*`` keys, which ccusage does not
+       embed; a hit on one of those counts here only when it is a user price override.
+    2. :data:`MODELS_DEV`, ccusage's fallback (exact, exact-only ids, then fuzzy).
+    3. Not in ccusage: the sufd table's own Gemini key, rather than leaving a model unpriced
+       that models.dev lists under a non-Gemini name sufd does not carry.
+    """
+    key = prices.resolve(name)
+    primary = prices.lookup(name) if key is not None else None
+    if key is not None and (not _SUFD_ONLY_KEY.match(key) or _overridden(name, prices)):
+        return primary
+    found = models_dev_price(name)
+    return found if found is not None else primary
+
+
+def _overridden(name: str, prices: PriceTable) -> bool:
+    bundled = PriceTable.bundled()
+    return prices is not bundled and prices.lookup(name) != bundled.lookup(name)
+
+
+def models_dev_price(name: str) -> ModelPrice | None:
+    """ccusage's ``find_entry`` over the embedded models.dev snapshot (Gemini ids)."""
+    table, exact_only, spellings = _models_dev()
+    if (price := table.lookup(name)) is not None and table.resolve(name) == name:
+        return price
+    spelled = spellings.get(_spelling(name))
+    if spelled is not None:
+        return exact_only.get(spelled) if spelled else None
+    if name in exact_only:
+        return exact_only[name]
+    return table.lookup(name)
+
+
+_MD_CACHE: list[tuple[PriceTable, dict[str, ModelPrice], dict[str, str]]] = []
+
+
+def _models_dev() -> tuple[PriceTable, dict[str, ModelPrice], dict[str, str]]:
+    """(fuzzy table of the ordinary ids, exact-only ids, spelling → exact-only id or "")."""
+    if _MD_CACHE:
+        return _MD_CACHE[0]
+    fields = {k: _md_fields(v) for k, v in MODELS_DEV.items()}
+    ordinary = {k: f for k, f in fields.items() if not MODELS_DEV[k][5]}
+    special = PriceTable.from_mapping({k: f for k, f in fields.items() if MODELS_DEV[k][5]}, "md")
+    exact_only = {k: p for k in MODELS_DEV if (p := special.lookup(k)) is not None}
+    spellings: dict[str, str] = {}
+    for k in exact_only:
+        s = _spelling(k)
+        spellings[s] = "" if s in spellings and spellings[s] != k else k
+    _MD_CACHE.append((PriceTable.from_mapping(ordinary, "models.dev"), exact_only, spellings))
+    return _MD_CACHE[0]
+
+
+def _spelling(name: str) -> str:
+    return name.replace(".", "-").replace("@", "-")
+
+
+def _md_fields(entry: tuple[Any, ...]) -> dict[str, float]:
+    inp, out, cache_read, cache_write, tier, _ = entry
+    fields: dict[str, float] = {"input": inp / 1_000_000.0, "output": out / 1_000_000.0}
+    if cache_read is not None:
+        fields["cache_read"] = cache_read / 1_000_000.0
+    if cache_write is not None:
+        fields["cache_write"] = cache_write / 1_000_000.0
+    if tier is not None:
+        fields["long_context_threshold"] = tier[0]
+        classes = ("input", "output", "cache_read", "cache_write")
+        for name, value in zip(classes, tier[1:], strict=True):
+            if value is not None:
+                fields[f"{name}_above_200k"] = value / 1_000_000.0
+    return fields
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+_Event = dict[str, Any]
+
+
+def _parse_json(data: bytes, path: Path, mtime: int) -> list[_Event]:
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise Malformed("invalid JSON (caught mid-write?)") from None
+    if not isinstance(record, dict):
+        return []
+    session = _str(record, "sessionId") or _str(record, "session_id") or path.stem
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        start = _first_ts(_ts(record, "startTime"), _ts(record, "lastUpdated"), mtime)
+        events: list[_Event] = []
+        seen: dict[str | None, int] = {}
+        for index, msg in enumerate(messages):
+            if not isinstance(msg, dict) or msg.get("type") != "gemini":
+                continue
+            event = _direct(msg, None, session, start)
+            if event is not None:
+                mid = _str(msg, "id")
+                n = seen[mid] = seen.get(mid, 0) + 1
+                event["key"] = f"{path}#{mid}#{n}" if mid else f"{path}[{index}]"
+                events.append(event)
+        return events
+    if record.get("type") == "gemini":
+        event = _direct(record, None, session, mtime)
+        if event is not None:
+            event["key"] = f"{path}#"
+        return [event] if event is not None else []
+    stamp = _first_ts(_ts(record, "timestamp"), mtime)
+    return _stats(record, _str(record, "model"), session, stamp, f"{path}@0")
+
+
+def _parse_jsonl(data: bytes, path: Path, mtime: int) -> list[_Event]:
+    session, model = path.stem, None
+    events: dict[str, _Event] = {}
+    offset = 0
+    for line in data.split(b"\n"):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # ccusage skips what it cannot read; a partial last line comes back later
+        if not isinstance(record, dict):
+            continue
+        session = _str(record, "sessionId") or _str(record, "session_id") or session
+        model = _str(record, "model") or model
+        if record.get("type") == "gemini":
+            event = _direct(record, model, session, mtime)
+            if event is not None:
+                mid = _str(record, "id")
+                event["key"] = f"{path}#{mid}" if mid else f"{path}@{start}"
+                events.pop(event["key"], None)
+                events[event["key"]] = event
+            continue
+        stamp = _first_ts(_ts(record, "timestamp"), mtime)
+        for event in _stats(record, model, session, stamp, f"{path}@{start}"):
+            events[event["key"]] = event
+    return list(events.values())
+
+
+def _direct(record: dict[str, Any], hint: str | None, session: str, fallback: int) -> _Event | None:
+    tokens = _tokens(record.get("tokens"))
+    if tokens is None:
+        return None
+    stamp = _first_ts(_ts(record, "timestamp"), _ts(record, "created_at"), fallback)
+    return _event(_str(record, "model") or hint, session, stamp, tokens, _normalise_session)
+
+
+def _stats(
+    record: dict[str, Any], hint: str | None, session: str, stamp: int, key: str
+) -> list[_Event]:
+    stats = record["stats"] if "stats" in record else _get(record.get("result"), "stats")
+    if not isinstance(stats, dict):
+        return []
+    models = stats.get("models")
+    events = []
+    if isinstance(models, dict):
+        for name, value in models.items():
+            tokens = _tokens(value.get("tokens")) if isinstance(value, dict) else None
+            event = _event(name, session, stamp, tokens, _subtract_cached) if tokens else None
+            if event is not None:
+                event["key"] = f"{key}:{name}"
+                events.append(event)
+        if events:
+            return events
+    tokens = _tokens(stats)
+    event = _event(hint or "unknown", session, stamp, tokens, _subtract_cached) if tokens else None
+    if event is not None:
+        event["key"] = key
+    return [event] if event is not None else []
+
+
+def _event(
+    model: str | None,
+    session: str,
+    stamp: int,
+    t: dict[str, Any],
+    normalise: Callable[[dict[str, Any]], tuple[int, int]],
+) -> _Event | None:
+    model = model.strip() if isinstance(model, str) else None
+    if not model:
+        return None
+    input_no_cache, cache_read = normalise(t)
+    inp = input_no_cache + t["tool"]
+    total = t["total"] if t["total"] is not None else inp + t["output"] + cache_read + t["thoughts"]
+    output, extra = t["output"], t["thoughts"]
+    missing = max(total - (inp + output + cache_read + extra), 0)
+    if missing:
+        if output == 0:
+            output = missing
+        else:
+            extra += missing
+    if not (inp or output or cache_read or extra):
+        return None
+    return {
+        "model": model,
+        "session": session,
+        "ts": stamp,
+        "input": inp,
+        "output": output,
+        "cache_read": cache_read,
+        "extra": extra,
+        "total": max(total, inp + output + cache_read),
+        "thoughts": t["thoughts"],
+    }
+
+
+def _tokens(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    total_raw = value["total"] if "total" in value else value.get("total_tokens")
+    return {
+        "input": _first(value, _INPUT),
+        "output": _first(value, _OUTPUT),
+        "cached": _first(value, _CACHED),
+        "thoughts": _first(value, _THOUGHTS),
+        "tool": _first(value, _TOOL),
+        "total": _u64(total_raw),
+    }
+
+
+def _first(record: Mapping[str, Any], keys: tuple[str, ...]) -> int:
+    for key in keys:
+        if (value := _u64(record.get(key))) is not None:
+            return value
+    return 0
+
+
+def _u64(value: Any) -> int | None:
+    """A JSON number as ccusage reads it (``as_f64``, negatives → 0, truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(max(float(value), 0.0))
+
+
+def _subtract_cached(t: dict[str, Any]) -> tuple[int, int]:
+    return t["input"] - min(t["input"], t["cached"]), t["cached"]
+
+
+def _normalise_session(t: dict[str, Any]) -> tuple[int, int]:
+    inclusive = t["input"] + t["output"] + t["thoughts"] + t["tool"]
+    if t["cached"] > 0 and t["total"] == inclusive and t["total"] != inclusive + t["cached"]:
+        return _subtract_cached(t)
+    return t["input"], t["cached"]
+
+
+def _record(e: _Event, project: str) -> Record:
+    return Record(
+        key=e["key"],
+        ts_ms=e["ts"],
+        session=e["session"],
+        project=project,
+        model=e["model"],
+        price_model=e["model"],
+        pricing="anthropic",
+        input=e["input"],
+        output=e["output"],
+        cache_read=e["cache_read"],
+        reasoning=e["thoughts"],
+        total=e["total"],
+        extra_output=e["extra"],
+    )
+
+
+def _values(r: Record) -> tuple[Any, ...]:
+    return (r.ts_ms, r.session, r.model, r.input, r.output, r.cache_read, r.total, r.extra_output)
+
+
+def _project(ctx: FileContext) -> str:
+    if ctx.root is not None and ctx.path.is_relative_to(ctx.root):
+        parts = ctx.path.relative_to(ctx.root).parts
+        if len(parts) > 1:
+            return parts[0]
+    return "gemini"
+
+
+def _mtime_ms(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns // 1_000_000
+    except OSError:
+        return 0
+
+
+def _str(record: Mapping[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _ts(record: Mapping[str, Any], key: str) -> int | None:
+    return parse_timestamp_ms(record.get(key))
+
+
+def _first_ts(*stamps: int | None) -> int:
+    return next((s for s in stamps if s is not None), 0)
