@@ -7,6 +7,7 @@ codes: 0 ok, 1 error, 2 usage, 78 configuration error (``EX_CONFIG``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -212,7 +213,7 @@ def _doctor(settings: Settings, *, as_json: bool) -> int:
 
     checks = run_checks(settings)
     if as_json:
-        print(json.dumps([c.__dict__ for c in checks], indent=2))
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
     else:
         for c in checks:
             print(f"{c.status.upper():<4}  {c.name:<16} {c.detail}")

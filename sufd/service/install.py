@@ -192,15 +192,18 @@ def install(
         echo(f"{mgr.unit_path} is up to date")
     ok, why = mgr.reachable()
     if not ok:
-        echo(f"warning: {mgr.name} is not reachable for this user ({why}); the files are in place.")
+        where = "the files would be written" if dry else "the files are in place"
+        echo(f"warning: {mgr.name} is not reachable for this user ({why}); {where}.")
         echo("Run these once a user session is available:")
         for cmd in mgr.manual_commands():
             echo(f"  {cmd}")
         echo(f"Meanwhile you can run the daemon by hand: {sys.executable} -m sufd start")
         return 0
-    mgr.activate(changed=changed, start=start_now)
+    mgr.activate(
+        changed=changed, start=start_now, before_start=lambda: _stop_unmanaged(settings, echo, dry)
+    )
     if isinstance(mgr, SystemdUser):
-        _, message = mgr.linger(linger and not dry)
+        _, message = mgr.linger(linger)
         echo(message)
     if start_now and not dry:
         if not wait_ready(settings, READY_TIMEOUT_S):
@@ -237,6 +240,8 @@ def uninstall(
             mgr.deactivate()
         else:
             echo(f"warning: {mgr.name} is not reachable ({why}); removing the file only")
+            # A daemon started by hand (`sufd start`, as install suggested) must not outlive it.
+            _stop_detached(settings, echo, dry=dry)
         if dry:
             echo(f"would remove {mgr.unit_path}")
         else:
@@ -355,6 +360,14 @@ def restart(
         return 0
     stop(settings, platform=platform, runner=runner, echo=echo)
     return start(settings, platform=platform, runner=runner, echo=echo)
+
+
+def _stop_unmanaged(settings: Settings, echo: Echo, dry: bool) -> None:
+    """Stop a daemon started by hand before the service manager starts its own (which could
+    not take the instance lock while the other one runs)."""
+    if not dry and wait_ready(settings, 0.2):
+        echo("stopping the sufd started by hand; the service manager runs it from now on")
+        _stop_detached(settings, echo, dry=False)
 
 
 def _spawn_detached(settings: Settings) -> None:

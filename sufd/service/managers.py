@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from sufd.errors import SufdError
 from sufd.service.runner import Result, Runner
 from sufd.service.templates import LABEL, UNIT_NAME, render_plist, render_unit
 
@@ -43,8 +44,13 @@ class ServiceManager(ABC):
         """Whether the service manager answers for this user, and why not."""
 
     @abstractmethod
-    def activate(self, *, changed: bool, start: bool) -> None:
-        """Load/enable (and start) the service; ``changed`` = the unit file was rewritten."""
+    def activate(
+        self, *, changed: bool, start: bool, before_start: Callable[[], None] = lambda: None
+    ) -> None:
+        """Load/enable (and start) the service; ``changed`` = the unit file was rewritten.
+
+        ``before_start`` runs just before the service manager starts a service that is not
+        running yet (the installer stops a daemon started by hand there)."""
 
     @abstractmethod
     def deactivate(self) -> None:
@@ -84,6 +90,12 @@ class SystemdUser(ServiceManager):
     def _ctl(self, *args: str, mutates: bool = True) -> Result:
         return self.runner.run(["systemctl", "--user", *args], mutates=mutates)
 
+    def _must(self, *args: str) -> None:
+        result = self._ctl(*args)
+        if not result.ok:
+            message = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
+            raise SufdError(f"systemctl --user {' '.join(args)} failed: {message}")
+
     def reachable(self) -> tuple[bool, str]:
         """``systemctl --user show-environment`` answers (fails in containers, bare SSH)."""
         result = self._ctl("show-environment", mutates=False)
@@ -92,7 +104,9 @@ class SystemdUser(ServiceManager):
         reason = (result.stderr or result.stdout).strip().splitlines()
         return False, reason[0] if reason else f"systemctl exited {result.returncode}"
 
-    def activate(self, *, changed: bool, start: bool) -> None:
+    def activate(
+        self, *, changed: bool, start: bool, before_start: Callable[[], None] = lambda: None
+    ) -> None:
         """daemon-reload when the unit changed; enable (--now); restart on upgrade."""
         if changed:
             self._ctl("daemon-reload")
@@ -100,11 +114,13 @@ class SystemdUser(ServiceManager):
         active = self._ctl("is-active", UNIT_NAME, mutates=False).ok
         if start:
             if not enabled or not active:
-                self._ctl("enable", "--now", UNIT_NAME)
+                if not active:
+                    before_start()
+                self._must("enable", "--now", UNIT_NAME)
             if changed and active:
-                self._ctl("restart", UNIT_NAME)
+                self._must("restart", UNIT_NAME)
         elif not enabled:
-            self._ctl("enable", UNIT_NAME)
+            self._must("enable", UNIT_NAME)
 
     def deactivate(self) -> None:
         """``disable --now``."""
@@ -142,6 +158,8 @@ class SystemdUser(ServiceManager):
                 f"lingering is off (to run without a login session: loginctl enable-linger {user})",
             )
         result = self.runner.run(["loginctl", "enable-linger", user])
+        if self.runner.dry_run:
+            return False, f"lingering would be enabled for {user}"
         if result.ok:
             return True, "lingering enabled"
         return (
@@ -204,7 +222,9 @@ class Launchd(ServiceManager):
     def _loaded(self) -> bool:
         return self.runner.run(["launchctl", "print", self.target], mutates=False).ok
 
-    def activate(self, *, changed: bool, start: bool) -> None:
+    def activate(
+        self, *, changed: bool, start: bool, before_start: Callable[[], None] = lambda: None
+    ) -> None:
         """bootout (if reloading), enable, bootstrap with retries on the transient error 5."""
         loaded = self._loaded()
         if loaded and not changed:
@@ -214,11 +234,15 @@ class Launchd(ServiceManager):
         self.runner.run(["launchctl", "enable", self.target])
         if not start:
             return
+        before_start()
         for attempt in range(self.BOOTSTRAP_TRIES):
             result = self.runner.run(["launchctl", "bootstrap", self.domain, str(self.unit_path)])
             # "Bootstrap failed: 5: Input/output error" is launchd still tearing the old job down.
-            if result.ok or result.returncode != 5:
-                break
+            if result.ok:
+                return
+            if result.returncode != 5 or attempt == self.BOOTSTRAP_TRIES - 1:
+                message = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
+                raise SufdError(f"launchctl bootstrap {self.domain} failed: {message}")
             self._sleep(0.5 * 2**attempt)
             self.runner.run(["launchctl", "bootout", self.target])
 

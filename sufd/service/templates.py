@@ -7,18 +7,23 @@ quoting each value for its format.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from sufd.errors import SufdError
+
 __all__ = [
     "LABEL",
     "PLIST_TEMPLATE",
     "UNIT_NAME",
+    "UnrunnableInterpreter",
     "render_plist",
     "render_unit",
     "systemd_quote",
+    "systemd_quote_executable",
     "template_text",
 ]
 
@@ -44,12 +49,43 @@ def systemd_quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
+class UnrunnableInterpreter(SufdError, ValueError):
+    """The interpreter's path cannot be the program of a systemd ``ExecStart``."""
+
+
+# systemd refuses these in the path of an executable ("Executable name contains special
+# characters"); "${" and "$$" would make the argv[0] it passes differ from the path it runs.
+_UNRUNNABLE = re.compile(r"[\x00-\x1f\x7f\"'\\]|\$\{|\$\$")
+
+
+def systemd_quote_executable(path: str) -> str:
+    """The program word of ``ExecStart``: only ``%`` specifiers apply to it.
+
+    systemd does not substitute ``$`` in the executable path, so ``$`` must not be doubled
+    there (unlike in the arguments), and it cannot run a path holding quotes, backslashes
+    or control characters at all.
+
+    Raises:
+        UnrunnableInterpreter: ``path`` cannot be run by systemd (a ``ValueError``).
+    """
+    if _UNRUNNABLE.search(path):
+        raise UnrunnableInterpreter(
+            f"systemd cannot run the interpreter {path!r} (quotes, backslashes, control"
+            " characters, '${' or '$$' in its path); install sufd in an environment at a"
+            " plainer path, e.g. with pipx or uv tool"
+        )
+    return '"' + path.replace("%", "%%") + '"'
+
+
+_SLOT = re.compile(r"@@([A-Z_]+)@@")
+
+
 def _fill(text: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        text = text.replace(f"@@{key}@@", value)
-    if "@@" in text:
-        raise ValueError("template has an unfilled @@slot@@")
-    return text
+    missing = set(_SLOT.findall(text)) - set(values)
+    if missing:
+        raise ValueError(f"template has unfilled slots: {', '.join(sorted(missing))}")
+    # One pass: a value is never scanned for slots (a path may contain "@@").
+    return _SLOT.sub(lambda m: values[m.group(1)], text)
 
 
 def render_unit(argv: Sequence[str], *, version: str) -> str:
@@ -59,7 +95,9 @@ def render_unit(argv: Sequence[str], *, version: str) -> str:
         {
             "VERSION": version,
             "DOCS_URL": DOCS_URL,
-            "EXEC_START": " ".join(systemd_quote(a) for a in argv),
+            "EXEC_START": " ".join(
+                [systemd_quote_executable(argv[0]), *(systemd_quote(a) for a in argv[1:])]
+            ),
         },
     )
 
