@@ -160,7 +160,13 @@ def _control(args: argparse.Namespace) -> int:
     from sufd import client
     from sufd.settings import KNOWN_SOURCES, load
 
-    socket_path = load(args.config).paths.socket
+    try:
+        socket_path = load(args.config).paths.socket
+    except ConfigError as exc:
+        # A broken config file must not cut the client off from a daemon that still runs on
+        # the previous one (and tells what is wrong with the new one on `reload`).
+        print(f"sufctl: warning: {exc}; using the default paths", file=sys.stderr)
+        socket_path = load(Path(os.devnull)).paths.socket
     cmd = args.command
     call_args: dict[str, object] = {}
     if hasattr(args, "sources"):

@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 4.0
 HEARTBEAT_S = 1.0
+SETTLE_S = 0.03
+WATCH_STEP_MS = 25
 TAIL_QUEUE = 2000
 
 
@@ -221,6 +223,8 @@ class Daemon:
 
     async def _main_loop(self) -> None:
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        if self.notifier.watchdog_interval_s is not None:
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         stop = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
@@ -236,6 +240,10 @@ class Daemon:
                     with contextlib.suppress(ProtocolError):
                         await self.reload()
                 if self._pending:
+                    if not self._pending.full:
+                        await self._settle(stop)
+                        if self._stop.is_set():
+                            break
                     cycle = asyncio.ensure_future(self._run_cycle())
                     await asyncio.wait({stop, cycle}, return_when=asyncio.FIRST_COMPLETED)
                     if not cycle.done():
@@ -371,6 +379,7 @@ class Daemon:
                     self.request_paths,
                     owns=source.owns,
                     debounce_ms=self.settings.debounce_ms,
+                    step_ms=WATCH_STEP_MS,
                     force_polling=self.settings.force_polling,
                     on_appeared=lambda name, _root: self.request_full(
                         (name,), reason="root appeared"
@@ -390,14 +399,42 @@ class Daemon:
             await asyncio.wait(tasks, timeout=2.0)
         self._tasks = [t for t in self._tasks if t not in tasks]
 
+    async def _settle(self, stop: asyncio.Task[Any]) -> None:
+        """Debounce a change batch: wait while the changed files keep changing.
+
+        watchfiles ends a batch after one quiet step, and further writes to a file already in
+        the batch do not count as new changes, so a streamed reply would arrive in several
+        batches. Waiting until the files stop changing for one ``SETTLE_S`` check, and never
+        beyond ``debounce_ms`` after the first change, folds a burst into one cycle while a
+        lone append is ingested after one check.
+        """
+        since = self._pending.since or time.monotonic()
+        deadline = since + self.settings.debounce_ms / 1000
+        before = _signature(self._pending.paths)
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait({stop}, timeout=min(SETTLE_S, left))
+            if self._stop.is_set():
+                return
+            now = _signature(self._pending.paths)
+            if now == before:
+                return
+            before = now
+
     # -- heartbeat --------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """``WATCHDOG=1`` every ``WATCHDOG_USEC / 2``, as systemd asks (the heartbeat is 1 s)."""
+        interval = self.notifier.watchdog_interval_s
+        assert interval is not None
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
 
     async def _heartbeat(self) -> None:
         last_status = ""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
-                self.notifier.watchdog()
                 self._expire_pauses()
                 if self._server is not None and not self._server.socket_ok():
                     await self._server.rebind()
@@ -643,6 +680,19 @@ class Daemon:
                 yield item
         finally:
             self._tails.discard(q)
+
+
+def _signature(paths: set[Path]) -> dict[Path, tuple[int, int, int] | None]:
+    """Identity, size and mtime of each path: what changes when a file is written."""
+    out: dict[Path, tuple[int, int, int] | None] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out[path] = None
+        else:
+            out[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
 
 
 def _merge(into: IngestStats, part: IngestStats) -> None:

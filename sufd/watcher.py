@@ -95,9 +95,11 @@ class RootWatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set; never raises for filesystem trouble."""
         was_missing = False
+        was_paused = False
         while not stop.is_set():
             if self._paused.is_set():
                 self.state = "paused"
+                was_paused = True
                 await _sleep_or_stop(stop, HEARTBEAT_MS / 1000)
                 continue
             ident = _identity(self.root)
@@ -108,9 +110,12 @@ class RootWatcher:
                 was_missing = True
                 await _sleep_or_stop(stop, HEARTBEAT_MS / 1000)
                 continue
-            if was_missing:
-                was_missing = False
-                log.info("watch.root_appeared", source=self.source, root=str(self.root))
+            if was_missing or was_paused:
+                if was_missing:
+                    log.info("watch.root_appeared", source=self.source, root=str(self.root))
+                was_missing = was_paused = False
+                # A catch-up scan, queued now but run only after _watch() below has armed the
+                # OS watch (no await in between): nothing written meanwhile goes unseen.
                 if self._on_appeared is not None:
                     self._on_appeared(self.source, self.root)
             await self._watch(stop, ident)
@@ -133,12 +138,13 @@ class RootWatcher:
                 recursive=True,
                 ignore_permission_denied=True,
             ):
+                root_gone = any(c == Change.deleted and Path(p) == self.root for c, p in changes)
                 paths = {Path(p) for change, p in changes if change != Change.deleted}
                 if paths:
                     self.changes_seen += len(paths)
                     self.last_change_at = asyncio.get_running_loop().time()
                     self._on_change(self.source, paths)
-                if self._paused.is_set() or _identity(self.root) != ident:
+                if self._paused.is_set() or root_gone or _identity(self.root) != ident:
                     if not self._paused.is_set():
                         log.info("watch.root_replaced", source=self.source, root=str(self.root))
                         # The new directory's content was never seen by the dead watch.
@@ -166,7 +172,10 @@ class RootWatcher:
             self._flag = None
 
     def _filter(self, change: Change, path: str) -> bool:
-        return self._owns(Path(path))
+        # The root's own deletion is let through: a root recreated at once often gets the
+        # same inode number back (ext4), so _identity() alone cannot tell.
+        p = Path(path)
+        return self._owns(p) or (change == Change.deleted and p == self.root)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
