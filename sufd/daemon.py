@@ -331,7 +331,16 @@ class Daemon:
             return stats
 
         started = time.monotonic()
-        stats: IngestStats = await self._in_writer(job)
+        try:
+            stats: IngestStats = await self._in_writer(job)
+        except Exception as exc:  # e.g. the disk is full: keep serving, retry on the next change
+            self.totals["errors"] += 1
+            log.error("ingest.cycle_failed", error=f"{type(exc).__name__}: {exc}")
+            # What was not committed is read again by the next full scan.
+            self._pending.full |= full | {
+                s.name for s in ingestor.sources if any(s.owns(p) for p in paths)
+            }
+            return
         done = time.monotonic()
         self.cycles += 1
         self.cycle = _Cycle(

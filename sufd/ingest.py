@@ -42,6 +42,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 BATCH_RECORDS = 20_000
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+# A catch-up commits every this many bytes read (and at the end).
+BULK_FLUSH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -192,13 +194,23 @@ class Ingestor:
         found = list(self.discover(only))
         self._cursors = self.ledger.cursors()
         seen: set[str] = set()
-        for source, root, path in found:
-            if self.interrupt.is_set():
-                return stats
-            seen.add(str(path))
-            stats.add(self.ingest_file(source, root, path))
-            if progress is not None:
-                progress(stats, len(found))
+        try:
+            with self.ledger.bulk() as bulk:
+                flushed = 0
+                for source, root, path in found:
+                    if self.interrupt.is_set():
+                        return stats
+                    seen.add(str(path))
+                    stats.add(self.ingest_file(source, root, path))
+                    if stats.bytes_read - flushed >= BULK_FLUSH_BYTES:
+                        bulk.flush()
+                        flushed = stats.bytes_read
+                    if progress is not None:
+                        progress(stats, len(found))
+        except BaseException:
+            # Cursors in memory may be ahead of what was committed: reload them next time.
+            self._cursors = None
+            raise
         gone = [
             c.file_id
             for p, c in self._cursors.items()

@@ -24,6 +24,7 @@ import orjson
 from sufd.sources.base import Record, Source
 
 __all__ = [
+    "Bulk",
     "COST_COMPUTED",
     "COST_ESTIMATED",
     "COST_STORED",
@@ -54,7 +55,23 @@ _TOKENS = (
 
 @contextlib.contextmanager
 def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on any exception."""
+    """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on any exception.
+
+    Inside an open transaction (see :meth:`Ledger.bulk`) it is a savepoint instead: its
+    changes are undone on an exception and become durable with the outer commit.
+    """
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT sufd_atomic")
+        try:
+            yield conn
+        except BaseException:
+            # Some errors (disk full, I/O) make SQLite roll the whole transaction back.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO sufd_atomic")
+                conn.execute("RELEASE sufd_atomic")
+            raise
+        conn.execute("RELEASE sufd_atomic")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -62,6 +79,19 @@ def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class Bulk:
+    """An open write transaction spanning many file batches (see :meth:`Ledger.bulk`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def flush(self) -> None:
+        """Make everything so far durable and visible to readers, and go on."""
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        self._conn.execute("BEGIN IMMEDIATE")
 
 
 @dataclass(slots=True)
@@ -269,6 +299,25 @@ class Ledger:
             for r in rows
         }
 
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[Bulk]:
+        """One transaction around many file batches, flushed by the caller now and then.
+
+        A catch-up over thousands of small files pays one commit per flush instead of two
+        per file. Each batch keeps its events and cursor together (a savepoint), so the
+        all-or-nothing guarantee per file is unchanged; a crash loses at most what was not
+        yet flushed, and that is read again from the unmoved cursors.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Bulk(self.conn)
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
     def new_file(self, source: str, path: str) -> FileCursor:
         """Register a file seen for the first time (cursor at 0)."""
         with atomic(self.conn):
@@ -410,7 +459,10 @@ class Ledger:
             chunk_h = hashes[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk_h))
             for row in self.conn.execute(
-                f"SELECT {_EVENT_COLS} FROM events WHERE grp IN ({marks}) AND source = ?",
+                # Without statistics SQLite prefers the (source, key) index here, which scans
+                # every event of the source for each batch: name the right one.
+                f"SELECT {_EVENT_COLS} FROM events INDEXED BY events_grp"
+                f" WHERE grp IN ({marks}) AND source = ?",
                 (*chunk_h, source.name),
             ):
                 rows[row[0]] = row
