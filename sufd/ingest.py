@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -150,6 +150,52 @@ def price_record(rec: Record, source: Source, table: PriceTable, mode: str) -> P
     return PricedRecord(rec, cost, kind)
 
 
+@dataclass(slots=True)
+class Chunk:
+    """Records and malformed lines up to ``end``, and the carried state at that point."""
+
+    records: list[PricedRecord] = field(default_factory=list)
+    malformed: list[tuple[int, str]] = field(default_factory=list)
+    end: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_lines(
+    source: Source,
+    f: BinaryIO,
+    start: int,
+    ctx: FileContext,
+    *,
+    max_line: int,
+    table: PriceTable,
+    mode: str,
+    chunk_bytes: int,
+    chunk_records: int,
+) -> Iterable[Chunk]:
+    """Parse complete lines from ``start``, yielding a chunk every ``chunk_bytes``/records."""
+    chunk = Chunk(end=start)
+    pending = 0
+    for line in read_lines(f, start, max_line=max_line):
+        if line.data is None:
+            chunk.malformed.append((line.offset, f"line longer than {max_line} bytes"))
+        elif line.data and not line.data.isspace():
+            try:
+                rec = source.parse_line(line.data, line.offset, ctx)
+            except Malformed as bad:
+                chunk.malformed.append((line.offset, bad.reason))
+                rec = None
+            if rec is not None:
+                chunk.records.append(price_record(rec, source, table, mode))
+        pending += line.end - chunk.end
+        chunk.end = line.end
+        if pending >= chunk_bytes or len(chunk.records) >= chunk_records:
+            chunk.state = dict(ctx.state)
+            yield chunk
+            chunk, pending = Chunk(end=line.end), 0
+    chunk.state = dict(ctx.state)
+    yield chunk
+
+
 class Ingestor:
     """Reads source files into the ledger; one instance per writing process."""
 
@@ -211,6 +257,7 @@ class Ingestor:
             # Cursors in memory may be ahead of what was committed: reload them next time.
             self._cursors = None
             raise
+
         gone = [
             c.file_id
             for p, c in self._cursors.items()
@@ -284,6 +331,27 @@ class Ingestor:
                 log.error("ingest.mark_error_failed", path=str(path), error=_describe(store_exc))
         return result
 
+    @staticmethod
+    def _read_start(
+        source: Source, cursor: FileCursor, st: os.stat_result
+    ) -> tuple[str | None, int] | None:
+        """Where to read a file from: ``None`` when it is unchanged, else (reset reason, offset).
+
+        Documents are rewritten whole (often by atomic rename, so a new inode each time) and
+        their carried state belongs to the path. A line file that shrank or is another inode
+        is read again from 0; upserts by key make that safe.
+        """
+        same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
+        if same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
+            return None
+        if (
+            source.kind == "lines"
+            and cursor.offset
+            and (not same_file or st.st_size < cursor.offset)
+        ):
+            return ("replaced" if not same_file else "truncated"), 0
+        return None, cursor.offset
+
     def _read(
         self, source: Source, root: Path | None, path: Path, cursor: FileCursor, result: FileResult
     ) -> None:
@@ -293,19 +361,12 @@ class Ingestor:
         if source.kind == "database":
             self._read_database(source, root, path, cursor, st, result)
             return
-        same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
-        if same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
+        start = self._read_start(source, cursor, st)
+        if start is None:
             result.unchanged = True
             return
-        # Documents are rewritten whole (often by atomic rename, so a new inode each time):
-        # their carried state belongs to the path. A line file that shrank or is another
-        # inode is read again from 0; upserts by key make that safe.
-        if (
-            source.kind == "lines"
-            and cursor.offset
-            and (not same_file or st.st_size < cursor.offset)
-        ):
-            result.reset = "replaced" if not same_file else "truncated"
+        result.reset = start[0]
+        if result.reset:
             log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
             cursor.offset, cursor.state = 0, {}
         ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
@@ -331,34 +392,27 @@ class Ingestor:
         cursor: FileCursor,
         result: FileResult,
     ) -> None:
-        """An append-only source: parse each complete line after the cursor."""
+        """An append-only source: parse each complete line after the cursor and commit it."""
         start = cursor.offset
-        batch = Batch(cursor)
-        pending_bytes = 0
-        max_line = self.settings.max_line_bytes
-        mode, table = self.settings.cost_mode, self.prices
+        chunks = parse_lines(
+            source,
+            f,
+            start,
+            ctx,
+            max_line=self.settings.max_line_bytes,
+            table=self.prices,
+            mode=self.settings.cost_mode,
+            chunk_bytes=BATCH_BYTES,
+            chunk_records=BATCH_RECORDS,
+        )
         end = start
-        for line in read_lines(f, start, max_line=max_line):
-            if line.data is None:
-                batch.malformed.append((line.offset, f"line longer than {max_line} bytes"))
-            elif not line.data or line.data.isspace():
-                pass  # blank lines carry nothing and are not an error
-            else:
-                try:
-                    rec = source.parse_line(line.data, line.offset, ctx)
-                except Malformed as bad:
-                    batch.malformed.append((line.offset, bad.reason))
-                    rec = None
-                if rec is not None:
-                    batch.records.append(price_record(rec, source, table, mode))
-            pending_bytes += line.end - end
-            end = line.end
-            if pending_bytes >= BATCH_BYTES or len(batch.records) >= BATCH_RECORDS:
-                batch = self._commit(source, batch, ctx, end, size, result)
-                pending_bytes = 0
-                if self.interrupt.is_set():
-                    break
-        self._commit(source, batch, ctx, end, max(size, end), result)
+        for chunk in chunks:
+            ctx.state = chunk.state
+            batch = Batch(cursor, chunk.records, chunk.malformed)
+            self._commit(source, batch, ctx, chunk.end, max(size, chunk.end), result)
+            end = chunk.end
+            if self.interrupt.is_set():
+                break
         result.bytes_read = end - start
 
     def _read_document(
