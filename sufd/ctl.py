@@ -22,10 +22,32 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_STATUS_NOT_RUNNING, EXIT_UNKNOWN, EXIT_NOT_RUNNING = 3, 4, 7
+_COMMANDS = frozenset(
+    ("report", "statusline", "status", "pause-watcher", "resume-watcher", "rescan", "reload")
+    + ("ping", "shutdown", "tail")
+)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (skipping ``--config VALUE``), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that subcommand's part.
+
+    Building every subcommand's parser costs tens of milliseconds, which a status line or a
+    report called from a script should not pay for commands it does not use.
+    """
     parser = argparse.ArgumentParser(
         prog="sufctl",
         description="Query and control sufd, the AI coding-agent usage ledger.",
@@ -35,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    if only in (None, "report"):
+        _add_report(sub)
+    if only in (None, "statusline"):
+        _add_statusline(sub)
+    if only is None or only not in ("report", "statusline"):
+        _add_control_verbs(sub)
+    return parser
+
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser(
         "report",
         help="usage and cost from the ledger",
@@ -71,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         "--breakdown", action="store_true", help="one line per model under each row"
     )
 
+
+def _add_control_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def verb(name: str, help_text: str, *, sources: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
@@ -102,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     verb("shutdown", "stop the daemon (under a service manager prefer `sufd stop`)")
     tail = verb("tail", "stream usage events live as the daemon commits them")
     tail.add_argument("--count", type=int, default=0, help="stop after N events (default: never)")
+
+
+def _add_statusline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sl = sub.add_parser(
         "statusline",
         help="one line for Claude Code's status line (reads its JSON on stdin)",
@@ -110,12 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sl.add_argument("--socket", help=argparse.SUPPRESS)
     sl.add_argument("--db", help=argparse.SUPPRESS)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sufctl``; returns the exit code."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = _parser(command if command in _COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         if args.command == "report":
