@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,6 +259,9 @@ def _run(settings: Settings, config: Path | None) -> int:
     from sufd import logs
     from sufd.daemon import Daemon
 
+    # Like the detached path (DaemonContext umask=0o077): whatever the daemon creates without
+    # an explicit mode (a rotated log, anything a library writes) is private.
+    os.umask(0o077)
     problem = logs.configure(
         settings.log_level, mode="daemon", log_dir=settings.paths.log_dir, env=settings.env
     )

@@ -44,6 +44,9 @@ BATCH_RECORDS = 20_000
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 # A catch-up commits every this many bytes read (and at the end).
 BULK_FLUSH_BYTES = 64 * 1024 * 1024
+# ... and at least this often: a crash (or a crash loop) loses at most this much work, and
+# what `sufctl tail` announces during a long catch-up is at most this late.
+BULK_FLUSH_S = 0.25
 
 
 @dataclass(slots=True)
@@ -242,15 +245,18 @@ class Ingestor:
         seen: set[str] = set()
         try:
             with self.ledger.bulk() as bulk:
-                flushed = 0
+                flushed, flushed_at = 0, time.monotonic()
                 for source, root, path in found:
                     if self.interrupt.is_set():
                         return stats
                     seen.add(str(path))
                     stats.add(self.ingest_file(source, root, path))
-                    if stats.bytes_read - flushed >= BULK_FLUSH_BYTES:
+                    if (
+                        stats.bytes_read - flushed >= BULK_FLUSH_BYTES
+                        or time.monotonic() - flushed_at >= BULK_FLUSH_S
+                    ):
                         bulk.flush()
-                        flushed = stats.bytes_read
+                        flushed, flushed_at = stats.bytes_read, time.monotonic()
                     if progress is not None:
                         progress(stats, len(found))
         except BaseException:
@@ -471,7 +477,9 @@ class Ingestor:
         result.inserted += len(inserted)
         result.replaced += len(replaced)
         if self.on_commit is not None and (inserted or replaced):
-            self.on_commit(source.name, inserted, replaced)
+            hook, name = self.on_commit, source.name
+            # Inside a catch-up's bulk transaction: announce only once it is committed.
+            self.ledger.after_commit(lambda: hook(name, inserted, replaced))
         result.malformed += len(batch.malformed)
         if batch.malformed:
             log.info(

@@ -30,6 +30,16 @@ BACKUPS = 5
 _SYSLOG = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Creates ``sufd.log`` 0600 whatever the umask: at start and after every rollover (the
+    stdlib reopens it with ``open()``, i.e. 0644 under systemd's default ``UMask=0022``)."""
+
+    def _open(self) -> Any:
+        flags = os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def _under_journald(env: Mapping[str, str]) -> bool:
     stream = env.get("JOURNAL_STREAM", "")
     if ":" not in stream:
@@ -118,7 +128,7 @@ def configure(
             path = log_dir / LOG_FILE
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
-            rotating = logging.handlers.RotatingFileHandler(
+            rotating = _PrivateRotatingFileHandler(
                 path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
             )
             handlers.append(

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -86,12 +86,24 @@ class Bulk:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._after: list[Callable[[], None]] = []
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when what was written so far is committed (dropped if it never is)."""
+        self._after.append(fn)
 
     def flush(self) -> None:
         """Make everything so far durable and visible to readers, and go on."""
-        if self._conn.in_transaction:
-            self._conn.execute("COMMIT")
+        self._commit()
         self._conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        after, self._after = self._after, []
+        if not self._conn.in_transaction:
+            return  # SQLite rolled it back (disk full, I/O error): none of it is durable
+        self._conn.execute("COMMIT")
+        for fn in after:
+            fn()
 
 
 @dataclass(slots=True)
@@ -210,6 +222,7 @@ class Ledger:
         self._models: dict[str, int] = {}
         self._projects: dict[str, int] = {}
         self._sessions: dict[tuple[str, str], int] = {}
+        self._bulk: Bulk | None = None
         with atomic(conn):
             self.host_id = self._host()
             self.price_version_id = self._dim_id("price_versions", "version", price_version, {})
@@ -309,14 +322,25 @@ class Ledger:
         yet flushed, and that is read again from the unmoved cursors.
         """
         self.conn.execute("BEGIN IMMEDIATE")
+        bulk = self._bulk = Bulk(self.conn)
         try:
-            yield Bulk(self.conn)
+            yield bulk
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        if self.conn.in_transaction:
-            self.conn.execute("COMMIT")
+        finally:
+            self._bulk = None
+        bulk._commit()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what was just written is durable: now, or when the open bulk
+        transaction commits (never, if it is rolled back). What ``on_commit`` announces
+        (``sufctl tail``, status) must never be lost by a crash."""
+        if self._bulk is not None and self.conn.in_transaction:
+            self._bulk.after_commit(fn)
+        else:
+            fn()
 
     def new_file(self, source: str, path: str) -> FileCursor:
         """Register a file seen for the first time (cursor at 0)."""
