@@ -5,7 +5,6 @@ Claude Code runs the command on every refresh with its status JSON on stdin (``s
 its open ledger in well under a millisecond; when the daemon is down it reads the ledger
 file itself. It imports only the standard library (and ``sufd.settings`` only when no
 ``--socket``/``--db`` is given), so a call costs little more than starting Python.
-``sufd statusline-setup`` prints the exact setting with the resolved paths.
 """
 
 from __future__ import annotations
