@@ -291,8 +291,21 @@ def wait_ready(settings: Settings, timeout: float) -> bool:
     return False
 
 
-def _installed(mgr: ServiceManager) -> bool:
-    return mgr.unit_path.exists()
+def _via_manager(settings: Settings, runner: Runner, platform: str, verb: str) -> bool:
+    """Run ``verb`` through the service manager when the service is installed and reachable.
+
+    Returns False when it is not (the caller then acts on a hand-started daemon).
+
+    Raises:
+        SufdError: the service manager refused, with its message.
+    """
+    mgr = _manager(settings, runner, platform)
+    if not (mgr.unit_path.exists() and mgr.reachable()[0]):
+        return False
+    result = mgr.control(verb)
+    if not result.ok:
+        raise SufdError(f"{mgr.name} could not {verb} sufd: {result.stderr.strip()}")
+    return True
 
 
 def start(
@@ -304,12 +317,7 @@ def start(
 ) -> int:
     """Start via the service manager when installed, else as a detached background process."""
     runner = runner or Runner(echo=echo)
-    mgr = _manager(settings, runner, platform)
-    if _installed(mgr) and mgr.reachable()[0]:
-        result = mgr.control("start")
-        if not result.ok:
-            raise SufdError(f"{mgr.name} could not start sufd: {result.stderr.strip()}")
-    else:
+    if not _via_manager(settings, runner, platform, "start"):
         if wait_ready(settings, 0.2):
             echo("sufd is already running")
             return 0
@@ -329,11 +337,7 @@ def stop(
 ) -> int:
     """Stop via the service manager when installed, else over the socket, then SIGTERM."""
     runner = runner or Runner(echo=echo)
-    mgr = _manager(settings, runner, platform)
-    if _installed(mgr) and mgr.reachable()[0]:
-        result = mgr.control("stop")
-        if not result.ok:
-            raise SufdError(f"{mgr.name} could not stop sufd: {result.stderr.strip()}")
+    if _via_manager(settings, runner, platform, "stop"):
         echo("sufd stopped")
         return 0
     _stop_detached(settings, echo, dry=runner.dry_run)
@@ -349,11 +353,7 @@ def restart(
 ) -> int:
     """``stop`` then ``start`` (the service manager's own restart when installed)."""
     runner = runner or Runner(echo=echo)
-    mgr = _manager(settings, runner, platform)
-    if _installed(mgr) and mgr.reachable()[0]:
-        result = mgr.control("restart")
-        if not result.ok:
-            raise SufdError(f"{mgr.name} could not restart sufd: {result.stderr.strip()}")
+    if _via_manager(settings, runner, platform, "restart"):
         if not wait_ready(settings, READY_TIMEOUT_S):
             raise SufdError(f"sufd did not become ready after restart: {_last_error(settings)}")
         echo("sufd restarted")
