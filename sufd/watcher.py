@@ -1,4 +1,7 @@
-"""Live watching of source roots with watchfiles, one watcher per root.
+"""Live watching of source roots, one watcher per root.
+
+On Linux the root is watched with inotify read on the event loop (:mod:`sufd.inotify`),
+which costs nothing while idle; elsewhere, and for polling, with watchfiles.
 
 Each :class:`RootWatcher` reports changed file paths to a callback and keeps its own state:
 ``watching``, ``missing`` (the directory does not exist yet; checked every heartbeat and
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import structlog
 from watchfiles import Change, awatch
+
+from sufd import inotify
 
 __all__ = ["RootWatcher"]
 
@@ -61,7 +66,7 @@ class RootWatcher:
         self.source = source
         self.root = root
         self.state = "starting"
-        self.backend = "poll" if force_polling else "inotify"
+        self.backend = _backend(force_polling)
         self.error: str | None = None
         self.changes_seen = 0
         self.last_change_at: float | None = None
@@ -73,6 +78,7 @@ class RootWatcher:
         self._force_polling = force_polling
         self._paused = asyncio.Event()
         self._flag: _StopFlag | None = None
+        self._wakeup: asyncio.Event | None = None
 
     def describe(self) -> dict[str, object]:
         """The root's entry in ``sufctl status``."""
@@ -90,6 +96,8 @@ class RootWatcher:
         self._paused.set()
         if self._flag is not None:
             self._flag.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def resume(self) -> None:
         """Observe again; the caller runs a catch-up scan for what was written meanwhile."""
@@ -121,12 +129,81 @@ class RootWatcher:
                 # OS watch (no await in between): nothing written meanwhile goes unseen.
                 if self._on_appeared is not None:
                     self._on_appeared(self.source, self.root)
-            await self._watch(stop, ident)
+            if _backend(self._force_polling) == "inotify":
+                await self._watch_inotify(stop, ident)
+            else:
+                await self._watch(stop, ident)
+
+    async def _watch_inotify(self, stop: asyncio.Event, ident: tuple[int, int]) -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup = asyncio.Event()
+        tree: inotify.InotifyTree | None = None
+        try:
+            tree = inotify.InotifyTree(self.root)
+            self.state, self.backend, self.error = "watching", "inotify", None
+            loop.add_reader(tree.fd, self._on_inotify, tree, wakeup)
+            replaced = False
+            while not (stop.is_set() or wakeup.is_set()):
+                await _wait_any(stop, wakeup, HEARTBEAT_MS / 1000)
+                # A parent directory renamed away moves the root without an event on it.
+                replaced = _identity(self.root) != ident
+                if replaced:
+                    break
+            if (replaced or tree.root_gone) and not self._paused.is_set():
+                log.info("watch.root_replaced", source=self.source, root=str(self.root))
+                # The new directory's content was never seen by the dead watch.
+                if self._on_appeared is not None:
+                    self._on_appeared(self.source, self.root)
+        except inotify.WatchLimitError as exc:
+            self._fall_back_to_polling(exc)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.error = str(exc)
+            log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
+            await _sleep_or_stop(stop, 5.0)
+        finally:
+            self._wakeup = None
+            if tree is not None:
+                if tree.fd >= 0:
+                    loop.remove_reader(tree.fd)
+                tree.close()
+
+    def _on_inotify(self, tree: inotify.InotifyTree, wakeup: asyncio.Event) -> None:
+        try:
+            batch = tree.read()
+        except inotify.WatchLimitError as exc:
+            self._fall_back_to_polling(exc)
+            wakeup.set()
+            return
+        except OSError as exc:
+            self.error = str(exc)
+            log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
+            wakeup.set()
+            return
+        # Deleted files too: ingest flags them gone at once (their events stay).
+        paths = {p for p in batch.changed | batch.deleted if self._owns(p)}
+        if paths:
+            self.changes_seen += len(paths)
+            self.last_change_at = asyncio.get_running_loop().time()
+            self._on_change(self.source, paths)
+        if batch.overflow:
+            log.warning("watch.queue_overflow", source=self.source, root=str(self.root))
+            if self._on_appeared is not None:
+                self._on_appeared(self.source, self.root)
+        if batch.root_gone:
+            tree.root_gone = True
+            wakeup.set()
+
+    def _fall_back_to_polling(self, exc: OSError) -> None:
+        self._force_polling = True
+        self.error = f"{exc}; falling back to polling (raise fs.inotify.max_user_watches)"
+        log.warning("watch.limit_polling", source=self.source, root=str(self.root), error=str(exc))
 
     async def _watch(self, stop: asyncio.Event, ident: tuple[int, int]) -> None:
         flag = self._flag = _StopFlag(stop)
         self.state = "polling" if self._force_polling else "watching"
-        self.backend = "poll" if self._force_polling else "inotify"
+        self.backend = "poll" if self._force_polling else "native"
         try:
             async for changes in awatch(
                 self.root,
@@ -142,7 +219,8 @@ class RootWatcher:
                 ignore_permission_denied=True,
             ):
                 root_gone = any(c == Change.deleted and Path(p) == self.root for c, p in changes)
-                paths = {Path(p) for change, p in changes if change != Change.deleted}
+                # Deleted files too: ingest flags them gone at once (their events stay).
+                paths = {Path(p) for _, p in changes} - {self.root}
                 if paths:
                     self.changes_seen += len(paths)
                     self.last_change_at = asyncio.get_running_loop().time()
@@ -158,11 +236,7 @@ class RootWatcher:
             return
         except OSError as exc:
             if "limit" in str(exc).lower() and not self._force_polling:
-                self._force_polling = True
-                self.error = f"{exc}; falling back to polling (raise fs.inotify.max_user_watches)"
-                log.warning(
-                    "watch.limit_polling", source=self.source, root=str(self.root), error=str(exc)
-                )
+                self._fall_back_to_polling(exc)
                 return
             self.error = str(exc)
             log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
@@ -179,6 +253,21 @@ class RootWatcher:
         # same inode number back (ext4), so _identity() alone cannot tell.
         p = Path(path)
         return self._owns(p) or (change == Change.deleted and p == self.root)
+
+
+def _backend(force_polling: bool) -> str:
+    if force_polling:
+        return "poll"
+    return "inotify" if inotify.available() else "native"
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
