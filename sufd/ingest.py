@@ -241,7 +241,10 @@ class Ingestor:
         """
         stats = IngestStats()
         found = list(self.discover(only))
-        self._cursors = self.ledger.cursors()
+        if self._cursors is None:
+            # Kept between passes: this instance is the only writer of cursors, and the cache
+            # is dropped whenever a commit fails (below and in ingest_file).
+            self._cursors = self.ledger.cursors()
         seen: set[str] = set()
         try:
             with self.ledger.bulk() as bulk:
@@ -249,7 +252,11 @@ class Ingestor:
                 for source, root, path in found:
                     if self.interrupt.is_set():
                         return stats
-                    seen.add(str(path))
+                    key = str(path)
+                    seen.add(key)
+                    if self._unchanged(source, key):
+                        stats.files += 1
+                        continue
                     stats.add(self.ingest_file(source, root, path))
                     if (
                         stats.bytes_read - flushed >= BULK_FLUSH_BYTES
@@ -287,6 +294,22 @@ class Ingestor:
             duration_ms=stats.duration_ms,
         )
         return stats
+
+    def _unchanged(self, source: Source, key: str) -> bool:
+        """The reconcile sweep's fast path: same identity, size and mtime as the cursor."""
+        cursor = self._cursors.get(key) if self._cursors is not None else None
+        if cursor is None or cursor.gone or source.kind == "database":
+            return False  # databases have their own check (their -wal changes, not the file)
+        try:
+            st = os.stat(key)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+        ) == (cursor.dev, cursor.ino, cursor.size, cursor.mtime_ns)
 
     def ingest_paths(self, paths: Iterable[Path], *, skip: Collection[str] = ()) -> IngestStats:
         """Ingest just these files (a watcher's change batch).

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,7 +170,12 @@ class Source(ABC):
         """Every owned file below ``root``, recursively, in a stable order."""
         if not root.is_dir():
             return
-        for path in sorted(root.rglob("*")):
+        # os.scandir on strings: the reconcile sweep runs this every minute, and pathlib's
+        # rglob and Path ordering were most of an idle daemon's CPU time.
+        found: list[str] = []
+        _walk(str(root), self.suffixes, found)
+        for name in sorted(found, key=lambda s: s.split(os.sep)):
+            path = Path(name)
             if self.owns(path) and self.target(path) == path:
                 yield path
 
@@ -286,3 +292,24 @@ def short_hash(data: str | bytes) -> str:
     """A short stable digest used to build keys for lines that carry no id of their own."""
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def _walk(top: str, suffixes: tuple[str, ...], out: list[str]) -> None:
+    """Paths below ``top`` whose names end with ``suffixes``; symlinked dirs are not entered.
+
+    Directories with such names are listed too, so one named like a transcript is reported
+    rather than passed over.
+    """
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return  # vanished or unreadable meanwhile: the next sweep or the watcher sees it
+    for entry in entries:
+        if entry.name.endswith(suffixes):
+            out.append(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            _walk(entry.path, suffixes, out)
