@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help="processes parsing files ahead of the single writer in a large catch-up"
+        " (default: CPUs, at most 4; 1 parses in this process only). The result is the same"
+        " for any N.",
+    )
     paths = add("paths", help="where sufd keeps its config, ledger, logs and socket")
     paths.add_argument("--json", action="store_true", help="machine-readable output")
     run = add(
@@ -170,7 +179,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "paths":
         return _paths(settings, as_json=args.json)
     if cmd == "ingest":
-        return _ingest(settings, quiet=args.quiet, as_json=args.json)
+        return _ingest(settings, quiet=args.quiet, as_json=args.json, workers=args.workers)
     if cmd == "run":
         if args.no_watcher:
             settings = settings_mod.load(args.config, overrides={"watch.enabled": False})
@@ -280,7 +289,17 @@ def _paths(settings: Settings, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _ingest(settings: Settings, *, quiet: bool, as_json: bool) -> int:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
     from sufd import logs
     from sufd.ingest import Ingestor, IngestStats
     from sufd.prices import PriceTable
@@ -291,7 +310,8 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool) -> int:
     prices = PriceTable.bundled().with_overrides(settings.price_overrides)
     conn = open_store(settings.paths.db)
     try:
-        ingestor = Ingestor(settings, Ledger(conn, price_version=prices.version), prices)
+        ledger = Ledger(conn, price_version=prices.version)
+        ingestor = Ingestor(settings, ledger, prices, workers=workers)
         tty = sys.stderr.isatty() and not quiet and not as_json
 
         def progress(stats: IngestStats, total: int) -> None:

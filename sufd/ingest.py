@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
@@ -34,6 +34,9 @@ from sufd.store.ledger import (
     PricedRecord,
 )
 
+if TYPE_CHECKING:
+    from sufd.prefetch import Prefetcher
+
 __all__ = ["CommitHook", "FileResult", "IngestStats", "Ingestor", "price_record"]
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,8 @@ BULK_FLUSH_BYTES = 64 * 1024 * 1024
 # ... and at least this often: a crash (or a crash loop) loses at most this much work, and
 # what `sufctl tail` announces during a long catch-up is at most this late.
 BULK_FLUSH_S = 0.25
+# Worker processes pay for themselves only on a large catch-up (a first ingest).
+PREFETCH_MIN_TOTAL_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -76,6 +81,7 @@ class IngestStats:
     malformed: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     gone: int = 0
+    prefetched: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def add(self, result: FileResult) -> None:
@@ -105,6 +111,7 @@ class IngestStats:
             "events_replaced": self.replaced,
             "malformed_lines": self.malformed,
             "files_gone": self.gone,
+            "files_prefetched": self.prefetched,
             "errors": [{"path": p, "error": e} for p, e in self.errors],
             "duration_ms": self.duration_ms,
         }
@@ -177,24 +184,25 @@ def parse_lines(
 ) -> Iterable[Chunk]:
     """Parse complete lines from ``start``, yielding a chunk every ``chunk_bytes``/records."""
     chunk = Chunk(end=start)
-    pending = 0
-    for line in read_lines(f, start, max_line=max_line):
-        if line.data is None:
-            chunk.malformed.append((line.offset, f"line longer than {max_line} bytes"))
-        elif line.data and not line.data.isspace():
+    chunk_start = last_end = start
+    parse = source.parse_line
+    for offset, last_end, data in read_lines(f, start, max_line=max_line):
+        if data is None:
+            chunk.malformed.append((offset, f"line longer than {max_line} bytes"))
+        elif data and not data.isspace():
             try:
-                rec = source.parse_line(line.data, line.offset, ctx)
+                rec = parse(data, offset, ctx)
             except Malformed as bad:
-                chunk.malformed.append((line.offset, bad.reason))
+                chunk.malformed.append((offset, bad.reason))
                 rec = None
             if rec is not None:
                 chunk.records.append(price_record(rec, source, table, mode))
-        pending += line.end - chunk.end
-        chunk.end = line.end
-        if pending >= chunk_bytes or len(chunk.records) >= chunk_records:
+        if last_end - chunk_start >= chunk_bytes or len(chunk.records) >= chunk_records:
+            chunk.end = last_end
             chunk.state = dict(ctx.state)
             yield chunk
-            chunk, pending = Chunk(end=line.end), 0
+            chunk, chunk_start = Chunk(end=last_end), last_end
+    chunk.end = last_end
     chunk.state = dict(ctx.state)
     yield chunk
 
@@ -210,6 +218,7 @@ class Ingestor:
         *,
         on_commit: CommitHook | None = None,
         interrupt: threading.Event | None = None,
+        workers: int = 1,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -218,7 +227,10 @@ class Ingestor:
         self.on_commit = on_commit
         # Set by the daemon on shutdown: stop after the current batch commit.
         self.interrupt = interrupt or threading.Event()
+        # Processes parsing ahead of the writer in a large catch-up (see sufd.prefetch).
+        self.workers = workers
         self._cursors: dict[str, FileCursor] | None = None
+        self._prefetch: Prefetcher | None = None
 
     def discover(self, only: Collection[str] | None = None) -> Iterator[tuple[Source, Path, Path]]:
         """Every owned file under every existing root of the enabled sources (or ``only``)."""
@@ -246,12 +258,16 @@ class Ingestor:
             # is dropped whenever a commit fails (below and in ingest_file).
             self._cursors = self.ledger.cursors()
         seen: set[str] = set()
+        self._prefetch = self._start_prefetch(found)
+        ahead = 0
         try:
             with self.ledger.bulk() as bulk:
                 flushed, flushed_at = 0, time.monotonic()
-                for source, root, path in found:
+                for i, (source, root, path) in enumerate(found):
                     if self.interrupt.is_set():
                         return stats
+                    if self._prefetch is not None:
+                        ahead = self._prefetch_ahead(found, max(ahead, i))
                     key = str(path)
                     seen.add(key)
                     if self._unchanged(source, key):
@@ -270,6 +286,11 @@ class Ingestor:
             # Cursors in memory may be ahead of what was committed: reload them next time.
             self._cursors = None
             raise
+        finally:
+            if self._prefetch is not None:
+                stats.prefetched = self._prefetch.hits
+                self._prefetch.close()
+                self._prefetch = None
 
         gone = [
             c.file_id
@@ -294,6 +315,53 @@ class Ingestor:
             duration_ms=stats.duration_ms,
         )
         return stats
+
+    def _plan(self, source: Source, path: Path) -> tuple[int, dict[str, Any]] | None:
+        """Where the writer will start reading a line file, and with what state; or None."""
+        if source.kind != "lines":
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        cursor = (self._cursors or {}).get(str(path))
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if cursor is None:
+            return 0, source.new_state()
+        start = self._read_start(source, cursor, st)
+        if start is None:
+            return None
+        reset, offset = start
+        return offset, (dict(cursor.state) if not reset else {}) or source.new_state()
+
+    def _start_prefetch(self, found: list[tuple[Source, Path, Path]]) -> Prefetcher | None:
+        if self.workers <= 1:
+            return None
+        from sufd.prefetch import MIN_PREFETCH_BYTES, Prefetcher
+
+        worth = 0
+        for source, _root, path in found:
+            plan = self._plan(source, path)
+            try:
+                if plan is not None:
+                    worth += max(0, os.stat(path).st_size - plan[0] - MIN_PREFETCH_BYTES)
+            except OSError:
+                continue
+        if worth < PREFETCH_MIN_TOTAL_BYTES:
+            return None
+        return Prefetcher(self.settings, self.prices, self.workers)
+
+    def _prefetch_ahead(self, found: list[tuple[Source, Path, Path]], ahead: int) -> int:
+        """Keep a few files parsing in the workers ahead of the writer; the new look-ahead."""
+        assert self._prefetch is not None
+        while ahead < len(found) and self._prefetch.queued < 2 * self.workers + 2:
+            source, root, path = found[ahead]
+            ahead += 1
+            plan = self._plan(source, path)
+            if plan is not None:
+                self._prefetch.submit(source, root, path, *plan)
+        return ahead
 
     def _unchanged(self, source: Source, key: str) -> bool:
         """The reconcile sweep's fast path: same identity, size and mtime as the cursor."""
@@ -423,17 +491,21 @@ class Ingestor:
     ) -> None:
         """An append-only source: parse each complete line after the cursor and commit it."""
         start = cursor.offset
-        chunks = parse_lines(
-            source,
-            f,
-            start,
-            ctx,
-            max_line=self.settings.max_line_bytes,
-            table=self.prices,
-            mode=self.settings.cost_mode,
-            chunk_bytes=BATCH_BYTES,
-            chunk_records=BATCH_RECORDS,
-        )
+        chunks: Iterable[Chunk] | None = None
+        if self._prefetch is not None:
+            chunks = self._prefetch.take(ctx.path, start, os.fstat(f.fileno()), ctx.state)
+        if chunks is None:
+            chunks = parse_lines(
+                source,
+                f,
+                start,
+                ctx,
+                max_line=self.settings.max_line_bytes,
+                table=self.prices,
+                mode=self.settings.cost_mode,
+                chunk_bytes=BATCH_BYTES,
+                chunk_records=BATCH_RECORDS,
+            )
         end = start
         for chunk in chunks:
             ctx.state = chunk.state

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -121,9 +121,8 @@ class FileCursor:
     gone: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PricedRecord:
-    """A record with its cost and how that cost was obtained."""
+class PricedRecord(NamedTuple):
+    """A record with its cost and how that cost was obtained (a tuple: one per event)."""
 
     record: Record
     cost: float

@@ -1,0 +1,84 @@
+"""Parsing in worker processes (``sufd ingest --workers N``) changes nothing in the ledger.
+
+The same generated corpus (every trap of tests/corpus.py, large enough for the workers to
+start) is ingested by the real CLI with ``--workers 1`` and ``--workers 2``; the ledgers are
+compared event by event with the crash harness's comparison. A run that silently parsed
+everything in the writer would prove nothing, so the number of files taken from the workers
+is checked too. Then the guard that keeps a stale prefetch out: a file appended after a
+worker parsed it must be parsed again by the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES
+from sufd.prefetch import Prefetcher
+from sufd.prices import PriceTable
+from sufd.settings import load
+from sufd.sources import SOURCES
+from tests.chaos.ledger_compare import compare_ledgers
+from tests.conftest import make_env
+from tests.corpus import generate_to_size
+
+
+def test_workers_give_the_same_ledger_as_one_process(tmp_path: Path) -> None:
+    one = make_env(tmp_path / "one")
+    generate_to_size(one.home, PREFETCH_MIN_TOTAL_BYTES + 8_000_000, seed=7)
+    two = make_env(tmp_path / "two")
+    shutil.rmtree(two.home)
+    shutil.copytree(one.home, two.home, symlinks=True)
+
+    single = json.loads(one.run("ingest", "--json", "--workers", "1").stdout)
+    multi = json.loads(two.run("ingest", "--json", "--workers", "2").stdout)
+
+    assert single["files_prefetched"] == 0
+    # Most files are well above the size worth sending to a worker.
+    assert multi["files_prefetched"] > multi["files_read"] // 2, multi
+    for k in ("files_read", "bytes_read", "events_new", "events_replaced", "malformed_lines"):
+        assert multi[k] == single[k], k
+    comparison = compare_ledgers(two, one)
+    assert comparison.mismatches == 0, comparison.as_dict()
+
+    # A second pass reads nothing, whichever way the first one went.
+    again = json.loads(two.run("ingest", "--json", "--workers", "2").stdout)
+    assert again["files_read"] == 0 and again["files_prefetched"] == 0
+
+
+def test_a_file_written_after_the_worker_read_it_is_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env(tmp_path)
+    generate_to_size(env.home, 2_000_000, seed=3)
+    for k, v in env.env.items():
+        monkeypatch.setenv(k, v)
+    settings = load(None)
+    claude = SOURCES["claude"]
+    root = env.home / ".claude" / "projects"
+    path = max(root.rglob("*.jsonl"), key=lambda p: p.stat().st_size)
+    prefetch = Prefetcher(settings, PriceTable.bundled(), 1)
+    try:
+        prefetch.submit(claude, root, path, 0, claude.new_state())
+        prefetch.submit(claude, root, path, 0, claude.new_state())  # resubmitted: latest wins
+        time.sleep(0.5)
+        _, future = prefetch._pending[str(path)]
+        future.result(timeout=30)
+        with path.open("ab") as f:
+            f.write(b'{"type":"user"}\n')
+        assert prefetch.take(path, 0, path.stat(), claude.new_state()) is None
+        assert prefetch.hits == 0
+
+        prefetch.submit(claude, root, path, 0, claude.new_state())
+        # Another start or state than the writer's own is never used either.
+        assert prefetch.take(path, 10, path.stat(), claude.new_state()) is None
+        prefetch.submit(claude, root, path, 0, claude.new_state())
+        chunks = prefetch.take(path, 0, path.stat(), claude.new_state())
+        assert chunks is not None and prefetch.hits == 1
+        assert chunks[-1].end == path.stat().st_size
+    finally:
+        prefetch.close()
