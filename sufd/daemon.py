@@ -36,7 +36,7 @@ from sufd.state import Pause, State, load_state, save_state
 from sufd.statusline import format_line
 from sufd.store import open_readonly, open_store, private_dir, queries
 from sufd.store.ledger import Ledger, PricedRecord
-from sufd.watcher import RootWatcher
+from sufd.watcher import RootWatcher, until_tick
 
 __all__ = ["Daemon", "SHUTDOWN_TIMEOUT_S"]
 
@@ -442,7 +442,7 @@ class Daemon:
     async def _heartbeat(self) -> None:
         last_status = ""
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(until_tick(HEARTBEAT_S))
             try:
                 self._expire_pauses()
                 if self._server is not None and not self._server.socket_ok():

@@ -93,6 +93,8 @@ class Batch:
     new_dirs: list[Path] = field(default_factory=list)
     root_gone: bool = False
     overflow: bool = False
+    # A directory moved out of the tree: its files left without an event of their own.
+    dirs_gone: bool = False
 
 
 class InotifyTree:
@@ -189,6 +191,7 @@ class InotifyTree:
                 elif mask & IN_MOVED_FROM:
                     # Its watches would go on reporting it under the old, now wrong, path.
                     self._forget(path)
+                    batch.dirs_gone = True
             elif mask & (IN_DELETE | IN_MOVED_FROM):
                 batch.deleted.add(path)
                 batch.changed.discard(path)

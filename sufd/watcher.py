@@ -24,7 +24,7 @@ from watchfiles import Change, awatch
 
 from sufd import inotify
 
-__all__ = ["RootWatcher"]
+__all__ = ["RootWatcher", "until_tick"]
 
 log = structlog.get_logger(__name__)
 
@@ -189,8 +189,10 @@ class RootWatcher:
             self._on_change(self.source, paths)
         if batch.overflow:
             log.warning("watch.queue_overflow", source=self.source, root=str(self.root))
-            if self._on_appeared is not None:
-                self._on_appeared(self.source, self.root)
+        if (batch.overflow or batch.dirs_gone) and self._on_appeared is not None:
+            # Events were lost, or files left with their directory: a scan of the source
+            # finds what changed (it costs one stat per unchanged file).
+            self._on_appeared(self.source, self.root)
         if batch.root_gone:
             tree.root_gone = True
             wakeup.set()
@@ -261,10 +263,20 @@ def _backend(force_polling: bool) -> str:
     return "inotify" if inotify.available() else "native"
 
 
-async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+def until_tick(period: float) -> float:
+    """Seconds to the next multiple of ``period`` on the loop's clock.
+
+    Every periodic check in the daemon sleeps to such a tick, so all of them (one per
+    root, and the heartbeat) wake the process together, once, instead of each on its own.
+    """
+    now = asyncio.get_running_loop().time()
+    return period - (now % period) or period
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, period: float) -> None:
     waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=until_tick(period), return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()
@@ -278,6 +290,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+async def _sleep_or_stop(stop: asyncio.Event, period: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        await asyncio.wait_for(stop.wait(), timeout=until_tick(period))

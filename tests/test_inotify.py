@@ -30,6 +30,7 @@ def drain(tree: inotify.InotifyTree, timeout: float = 2.0) -> inotify.Batch:
         total.new_dirs += b.new_dirs
         total.root_gone |= b.root_gone
         total.overflow |= b.overflow
+        total.dirs_gone |= b.dirs_gone
         ready, _, _ = select.select([tree.fd], [], [], 0.05)
     return total
 
@@ -76,7 +77,7 @@ def test_directory_moved_out_is_forgotten(tmp_path: Path) -> None:
     tree = inotify.InotifyTree(root)
     try:
         os.rename(root / "p", outside / "p")
-        drain(tree)
+        assert drain(tree).dirs_gone
         (outside / "p" / "s.jsonl").write_bytes(b"{}\n")
         # Had the watch stayed, this would be reported as root/p/s.jsonl, a path that is not there.
         assert drain(tree, timeout=0.3).changed == set()
