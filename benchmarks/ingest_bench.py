@@ -74,6 +74,7 @@ RSS_GROWTH_MAX = 1.25  # "not growing": 5x the data may cost at most 25 % more p
 REPORT_MAX_MS = 150.0  # warm `sufctl report daily --json`, interpreter start included
 REPORT_SPEEDUP_MIN = 5.0  # ... and at least 5x faster than ccusage's warm median
 REINGEST_MAX_S = 0.5  # no-change re-ingest
+STORE_BYTES_PER_EVENT_MAX = 400.0  # issue 6: the store after the cold ingest, all included
 COST_REL_TOL = 1e-9
 
 TOKEN_KEYS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
@@ -110,6 +111,8 @@ FIGURES = (
     "rss_growth_big_vs_small",
     "correctness_days",
     "correctness_passed",
+    "store_bytes",
+    "store_bytes_per_event",
 )
 """Keys of ``figures`` in the JSON output (``ccusage_native_*`` may be null when the native
 ccusage binary cannot be found next to the wrapper)."""
@@ -378,6 +381,52 @@ def cold_ingest(
         "peak_rss_mb": run.rss_mb,
         "page_cache_dropped": dropped,
         "summary": summary,
+    }
+
+
+def store_footprint(user: User) -> dict[str, Any]:
+    """The ledger's size after a WAL checkpoint (main file + WAL), per event and per object.
+
+    Per table and index from the ``dbstat`` virtual table when SQLite has it; else only the
+    page counts of the whole file.
+    """
+    db = Path(user.env()["XDG_DATA_HOME"]) / "sufd" / "ledger.sqlite3"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        busy, wal_pages, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        files = {"db": db, "wal": Path(f"{db}-wal")}
+        sizes = {k: p.stat().st_size if p.exists() else 0 for k, p in files.items()}
+        events = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        pages = {
+            name: int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+            for name in ("page_size", "page_count", "freelist_count")
+        }
+        try:
+            rows = conn.execute(
+                "SELECT name, SUM(pgsize), COUNT(*) FROM dbstat GROUP BY name"
+                " ORDER BY SUM(pgsize) DESC"
+            ).fetchall()
+            method = "dbstat"
+        except sqlite3.OperationalError:
+            rows, method = [], "page counts (this SQLite has no dbstat)"
+    finally:
+        conn.close()
+    total = sizes["db"] + sizes["wal"]
+    per_event = total / max(events, 1)
+    log(f"store: {total / 1e6:,.1f} MB for {events:,} events, {per_event:.0f} B/event")
+    return {
+        "db_bytes": sizes["db"],
+        "wal_bytes": sizes["wal"],
+        "bytes": total,
+        "events": events,
+        "bytes_per_event": per_event,
+        "checkpoint": {"busy": busy, "wal_pages": wal_pages, "checkpointed": moved},
+        **pages,
+        "measured_with": method,
+        "objects": {
+            name: {"bytes": size, "pages": n, "bytes_per_event": size / max(events, 1)}
+            for name, size, n in rows
+        },
     }
 
 
@@ -669,6 +718,12 @@ def build_checks(fig: dict[str, Any]) -> list[Check]:
             fig["reingest_s"] <= REINGEST_MAX_S,
         ),
         Check(
+            "store footprint after cold ingest (db + WAL)",
+            f"{fig['store_bytes_per_event']:.0f} B/event ({fig['store_bytes'] / 1e6:,.1f} MB)",
+            f"<= {STORE_BYTES_PER_EVENT_MAX:g} B/event",
+            fig["store_bytes_per_event"] <= STORE_BYTES_PER_EVENT_MAX,
+        ),
+        Check(
             "daily totals sufd == ccusage",
             f"{fig['correctness_days']} days",
             f"tokens exact, cost rel <= {COST_REL_TOL:g}",
@@ -791,6 +846,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
         f" ({corpus['jsonl_files']:,} .jsonl), {corpus['usage_lines']:,} usage lines"
     )
     cold = cold_ingest(main_user, tools, corpus["bytes"], "main-cold-ingest", args.drop_caches)
+    store = store_footprint(main_user)
     cc, cc_report = ccusage_runs(main_user, tools, args.drop_caches)
     report, sufd_report = warm_reports(main_user, tools)
     again = reingest(main_user, tools)
@@ -803,6 +859,8 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
         "big": rss_corpus(work, pycache, tools, "big", True, int(target * BIG_FILE_FRACTION), args),
     }
     fig = figures(corpus, cold, cc, report, again, rss, check)
+    fig["store_bytes"] = store["bytes"]
+    fig["store_bytes_per_event"] = store["bytes_per_event"]
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     checks = build_checks(fig)
     gating = [c for c in checks if c.gating and c.passed is not None]
@@ -832,6 +890,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
             "report_speedup_min": REPORT_SPEEDUP_MIN,
             "reingest_max_s": REINGEST_MAX_S,
             "cost_rel_tol": COST_REL_TOL,
+            "store_bytes_per_event_max": STORE_BYTES_PER_EVENT_MAX,
         },
         "corpus": corpus,
         "figures": fig,
@@ -854,6 +913,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
             "reingest": again,
             "rss_corpora": rss,
             "cross_check": check,
+            "store": store,
         },
     }
 
@@ -874,6 +934,14 @@ def print_results(result: dict[str, Any]) -> None:
     print(
         f"{result['targets_met']}/{result['targets_total']} targets met"
         " (results in parentheses are shown, not counted)"
+    )
+    store = result["details"]["store"]
+    largest = list(store["objects"].items())[:8]
+    parts = [f"{name} {o['bytes_per_event']:.0f}" for name, o in largest]
+    print(
+        f"store: {store['bytes']:,} bytes ({store['page_count']:,} pages of {store['page_size']},"
+        f" {store['freelist_count']:,} free) for {store['events']:,} events;"
+        f" B/event by object ({store['measured_with']}): {', '.join(parts) or 'n/a'}"
     )
     cross = result["details"]["cross_check"]
     print(f"correctness cross-check: {'PASS' if cross['passed'] else 'FAIL'}")

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -304,6 +305,7 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> 
     from sufd.ingest import Ingestor, IngestStats
     from sufd.prices import PriceTable
     from sufd.store import open_store
+    from sufd.store.health import StoreFault
     from sufd.store.ledger import Ledger
 
     logs.configure(settings.log_level, mode="cli")
@@ -322,9 +324,13 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> 
             )
             sys.stderr.flush()
 
-        stats = ingestor.ingest_all(progress if tty else None)
-        if tty:
-            sys.stderr.write("\n")
+        try:
+            stats = ingestor.ingest_all(progress if tty else None)
+        except sqlite3.Error as exc:  # e.g. the last commit hit a full disk: nothing was lost
+            raise StoreFault(exc) from exc
+        finally:
+            if tty:
+                sys.stderr.write("\n")
     finally:
         conn.close()
     if as_json:

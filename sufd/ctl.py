@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sufd.errors import ConfigError, SufdError
 
@@ -300,6 +301,7 @@ def render_status(st: dict[str, object]) -> str:
         until = f" until {_clock(p['until'])}" if p.get("until") else ""
         reason = f" ({p['reason']})" if p.get("reason") else ""
         lines.append(f"paused      {name} since {_clock(p['since'])}{until}{reason}")
+    lines += _history_lines(sources, st.get("history"))
     cycle = st.get("last_cycle") or {}
     assert isinstance(cycle, dict)
     store = st.get("store") or {}
@@ -313,6 +315,47 @@ def render_status(st: dict[str, object]) -> str:
     for warning in st.get("warnings") or []:  # type: ignore[attr-defined]
         lines.append(f"warning     {warning}")
     return "\n".join(lines)
+
+
+def _percent(part: float, whole: float) -> str:
+    """``38 %``; a share that rounds to 0 or 100 without being so says ``<1 %`` / ``>99 %``."""
+    if not whole or not part:
+        return "0 %"
+    pct = 100 * part / whole
+    if pct < 1:
+        return "<1 %"
+    if pct > 99 and part < whole:
+        return ">99 %"
+    return f"{pct:.0f} %"
+
+
+def _history_lines(sources: list[dict[str, Any]], overall: object) -> list[str]:
+    """How much of the ledger comes from files the agents have since deleted."""
+    lines = []
+    for src in sources:
+        h = src.get("history") or {}
+        if h.get("gone_files"):
+            lines.append(
+                f"history     {src['name']}: {h['gone_events']:,} events"
+                f" ({_percent(h['gone_events'], h['events'])}, ${h['gone_cost_usd']:,.2f})"
+                f" from {h['gone_files']:,} file{'' if h['gone_files'] == 1 else 's'}"
+                " no longer on disk"
+            )
+    if not isinstance(overall, dict) or not overall.get("events"):
+        return lines
+    events, cost = overall["events"], overall["cost_usd"]
+    if overall.get("gone_files"):
+        gone = overall["gone_events"]
+        lines.append(
+            f"history     all sources: {gone:,} of {events:,} events ({_percent(gone, events)},"
+            f" ${overall['gone_cost_usd']:,.2f} of ${cost:,.2f}) from files no longer on disk;"
+            " the ledger keeps them"
+        )
+    else:
+        lines.append(
+            f"history     all sources: {events:,} events (${cost:,.2f}), every source file on disk"
+        )
+    return lines
 
 
 def _tail(socket_path: Path, args: argparse.Namespace) -> int:

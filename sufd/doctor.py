@@ -15,6 +15,7 @@ from sufd.service.managers import ServiceManager, SystemdUser, for_platform
 from sufd.service.runner import Runner
 from sufd.settings import Settings
 from sufd.sources import enabled_sources
+from sufd.store.health import quarantined, quick_check, wal_bytes
 
 __all__ = ["Check", "run_checks"]
 
@@ -131,21 +132,48 @@ def _roots(settings: Settings) -> list[Check]:
     return checks
 
 
-def _store(settings: Settings) -> Check:
+def _store(settings: Settings) -> list[Check]:
     db = settings.paths.db
+    checks = [_store_file(db)]
+    for path, note in quarantined(db):
+        when = note.get("moved_at", "at some point")
+        why = note.get("error") or "reason not recorded"
+        found = note.get("found", "")
+        checks.append(
+            Check(
+                "warn",
+                "store history",
+                f"{when}: the ledger was found {note.get('reason', 'corrupt')} {found} ({why});"
+                f" sufd moved it to {path} and rebuilt the ledger from the source files."
+                " Events whose source files had already been deleted are only in that copy"
+                f" (`sqlite3 {path} .recover` extracts what is readable); delete it when you"
+                " no longer need it",
+            )
+        )
+    return checks
+
+
+def _store_file(db: Path) -> Check:
     if not db.exists():
         return Check("ok", "store", f"{db} does not exist yet (created on first run)")
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            conn.close()
+        result = quick_check(db)
     except sqlite3.Error as exc:
-        return Check("fail", "store", f"{db}: {exc}")
-    if result != "ok":
-        return Check("fail", "store", f"{db}: integrity check failed: {result}")
-    return Check("ok", "store", f"{db}: integrity ok ({db.stat().st_size / 1e6:,.1f} MB)")
+        result = str(exc)
+    if result is not None:
+        return Check(
+            "fail",
+            "store",
+            f"{db} is corrupt ({result}). The daemon moves it aside and rebuilds the ledger from"
+            " the source files when it finds this (at start, or while running: `sufd restart`"
+            " makes it look now)",
+        )
+    wal = wal_bytes(db)
+    return Check(
+        "ok",
+        "store",
+        f"{db}: integrity ok ({db.stat().st_size / 1e6:,.1f} MB, WAL {wal / 1e6:,.1f} MB)",
+    )
 
 
 def run_checks(

@@ -7,7 +7,9 @@ goes on with the next file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -23,6 +25,7 @@ from sufd.reader import read_lines
 from sufd.settings import Settings
 from sufd.sources import Malformed, Record, Source, enabled_sources
 from sufd.sources.base import FileContext
+from sufd.store.health import StoreFault
 from sufd.store.ledger import (
     COST_COMPUTED,
     COST_ESTIMATED,
@@ -293,7 +296,7 @@ class Ingestor:
                 self._prefetch = None
 
         gone = [
-            c.file_id
+            c
             for p, c in self._cursors.items()
             if p not in seen
             and not c.gone
@@ -301,7 +304,9 @@ class Ingestor:
             and not os.path.lexists(p)
         ]
         if gone:
-            self.ledger.mark_gone(gone)
+            self.ledger.mark_gone([c.file_id for c in gone])
+            for c in gone:
+                c.gone = True
         stats.gone = len(gone)
         log.info(
             "ingest.done",
@@ -390,9 +395,22 @@ class Ingestor:
         targets = {s.target(p) for p in paths for s in self.sources if s.owns(p)}
         for path in sorted(targets):
             match = self._owner(path)
-            if match is not None and match[0].name not in skip:
+            if match is None or match[0].name in skip:
+                continue
+            if os.path.lexists(path):
                 stats.add(self.ingest_file(match[0], match[1], path))
+            else:
+                stats.gone += self._mark_gone(path)
         return stats
+
+    def _mark_gone(self, path: Path) -> int:
+        """A file the watcher saw deleted: flag it (its events stay); 1 if newly flagged."""
+        cursor = (self._cursors or {}).get(str(path))
+        if cursor is None or cursor.gone:
+            return 0
+        self.ledger.mark_gone([cursor.file_id])
+        cursor.gone = True
+        return 1
 
     def _owner(self, path: Path) -> tuple[Source, Path] | None:
         for source in self.sources:
@@ -410,9 +428,20 @@ class Ingestor:
         cursor = cursors.get(str(path))
         try:
             if cursor is None:
-                cursor = self.ledger.new_file(source.name, str(path))
+                with _ledger_write():
+                    cursor = self.ledger.new_file(source.name, str(path))
                 cursors[str(path)] = cursor
             self._read(source, root, path, cursor, result)
+            if cursor.gone:
+                # Back on disk (restored, moved back): read unchanged, nothing else clears it.
+                with _ledger_write():
+                    self.ledger.mark_present([cursor.file_id])
+                cursor.gone = False
+        except StoreFault:
+            # Not this file's fault: stop, and read cursors from the store again next time
+            # (cached ones may have moved with a transaction that was rolled back).
+            self._cursors = None
+            raise
         except Exception as exc:  # the ingest boundary: foreign input must not stop the loop
             result.error = _describe(exc)
             log.warning(
@@ -568,7 +597,8 @@ class Ingestor:
     ) -> Batch:
         cursor = batch.cursor
         cursor.offset, cursor.size, cursor.state = end, size, dict(ctx.state)
-        inserted, replaced = self.ledger.commit(source, batch)
+        with _ledger_write():
+            inserted, replaced = self.ledger.commit(source, batch)
         result.inserted += len(inserted)
         result.replaced += len(replaced)
         if self.on_commit is not None and (inserted or replaced):
@@ -586,6 +616,16 @@ class Ingestor:
                 reason=batch.malformed[0][1],
             )
         return Batch(cursor)
+
+
+@contextlib.contextmanager
+def _ledger_write() -> Iterator[None]:
+    """A write to the ledger: its SQLite errors are the store's (disk full, corrupt...), not
+    the source file's, so they leave the ingest boundary as :class:`StoreFault`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreFault(exc) from exc
 
 
 class _NotAFile(OSError):

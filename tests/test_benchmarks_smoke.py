@@ -52,6 +52,8 @@ EXPECTED_FIGURES = {
     "rss_growth_big_vs_small",
     "correctness_days",
     "correctness_passed",
+    "store_bytes",
+    "store_bytes_per_event",
 }
 OPTIONAL = {"ccusage_native_warm_median_s", "report_speedup_vs_ccusage_native_warm"}
 
@@ -93,6 +95,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert result["details"]["cross_check"]["problems"] == []
     assert figures["correctness_days"] >= 10
     assert result["details"]["reingest"]["read_nothing"] is True
+    store = result["details"]["store"]
+    assert store["events"] == figures["sufd_events"]
+    assert figures["store_bytes_per_event"] == store["bytes"] / store["events"]
+    assert store["objects"]["events"]["bytes"] > 0, store["measured_with"]
+    assert "store footprint after cold ingest" in proc.stdout
 
     assert all(row["passed"] in (True, False, None) for row in result["checks"])
     for key in ("date", "nproc", "cpu_model", "python", "sqlite", "ccusage"):

@@ -16,7 +16,10 @@ from pathlib import Path
 from sufd.errors import StoreError
 from sufd.store.migrations import apply_migrations
 
-__all__ = ["open_readonly", "open_store", "private_dir"]
+__all__ = ["WAL_LIMIT_BYTES", "open_readonly", "open_store", "private_dir"]
+
+# A WAL that grew under a long reader is cut back to this once checkpointed (see health).
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -54,6 +57,8 @@ def open_store(path: Path) -> sqlite3.Connection:
         if mode != "wal":
             raise StoreError(f"cannot switch the ledger {path} to WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # A WAL that grew under a long reader is cut back to this once it is checkpointed.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         conn.execute("PRAGMA foreign_keys = OFF")
         apply_migrations(conn)
     except sqlite3.DatabaseError as exc:

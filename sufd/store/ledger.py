@@ -151,6 +151,7 @@ class _Slot:
     file_id: int | None
     before: tuple[Record, float, int, tuple[int, int, int]] | None = None
     dirty: bool = False
+    stored_file: int | None = None  # the file the stored row is attributed to
 
 
 @dataclass(slots=True)
@@ -162,6 +163,12 @@ class _Delta:
     # Additions widen first/last activity; keys that lost an event are recomputed exactly.
     span: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     shrunk: set[tuple[int, int]] = field(default_factory=set)
+    # Per file: events and cost the ledger holds from it (what status says of deleted files).
+    held: dict[int, list[float]] = field(default_factory=dict)
+
+    def hold(self, file_id: int | None, sign: int, cost: float) -> None:
+        if file_id is not None:
+            _accumulate(self.held, file_id, [sign, sign * cost])
 
     def add(
         self,
@@ -327,6 +334,7 @@ class Ledger:
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            self._forget_dims()
             raise
         finally:
             self._bulk = None
@@ -366,6 +374,13 @@ class Ledger:
                 "UPDATE files SET gone = 1 WHERE id = ?", [(i,) for i in file_ids]
             )
 
+    def mark_present(self, file_ids: Sequence[int]) -> None:
+        """Files flagged gone that are on disk again (restored, moved back)."""
+        with atomic(self.conn):
+            self.conn.executemany(
+                "UPDATE files SET gone = 0 WHERE id = ?", [(i,) for i in file_ids]
+            )
+
     # -- the write path ---------------------------------------------------------------
 
     def commit(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
@@ -374,10 +389,20 @@ class Ledger:
         Returns the records that became new events and those that replaced an existing
         event (the final state of each slot this batch changed).
         """
-        with atomic(self.conn):
-            inserted, replaced = self._apply(source, batch)
-            self._write_cursor(batch, len(inserted))
+        try:
+            with atomic(self.conn):
+                inserted, replaced = self._apply(source, batch)
+                self._write_cursor(batch, len(inserted))
+        except BaseException:
+            self._forget_dims()
+            raise
         return inserted, replaced
+
+    def _forget_dims(self) -> None:
+        """Drop cached dimension ids: rows a rolled-back batch inserted are gone with it."""
+        self._models.clear()
+        self._projects.clear()
+        self._sessions.clear()
 
     def _apply(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
         slots = self._existing_slots(source, batch.records)
@@ -388,6 +413,7 @@ class Ledger:
         inserts = []
         for s in new_slots:
             delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
+            delta.hold(s.file_id, +1, s.cost)
             inserts.append((name, *_row(s), pv, host))
         updates = []
         for s in slots:
@@ -396,6 +422,8 @@ class Ledger:
             old_rec, old_cost, old_kind, old_dims = s.before
             delta.add(name, old_rec, old_cost, old_kind, old_dims, -1)
             delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
+            delta.hold(s.stored_file, -1, old_cost)
+            delta.hold(s.file_id, +1, s.cost)
             updates.append((*_row(s), pv, s.rid))
         if inserts:
             self.conn.executemany(
@@ -548,6 +576,13 @@ class Ledger:
                 "DELETE FROM agg_session WHERE session_id = ? AND model_id = ? AND events <= 0",
                 list(delta.shrunk),
             )
+        held = [(int(v[0]), v[1], k) for k, v in delta.held.items() if v[0] or v[1]]
+        if held:
+            self.conn.executemany(
+                "UPDATE files SET held_events = held_events + ?, held_cost = held_cost + ?"
+                " WHERE id = ?",
+                held,
+            )
 
     def _write_cursor(self, batch: Batch, inserted: int) -> None:
         c = batch.cursor
@@ -637,4 +672,5 @@ def _slot_from_row(row: tuple[Any, ...]) -> _Slot:
         sidechain=bool(sidechain),
         has_speed=bool(has_speed),
     )
-    return _Slot(rid, rec, cost, kind, (session_id, project_id, model_id), file_id)
+    dims = (session_id, project_id, model_id)
+    return _Slot(rid, rec, cost, kind, dims, file_id, stored_file=file_id)

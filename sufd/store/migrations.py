@@ -133,8 +133,31 @@ def _v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Per file, the events (and their cost) the ledger attributes to it, kept current by
+    every commit, so ``status`` can say how much of the ledger has no source file left
+    without scanning the events."""
+    conn.execute("ALTER TABLE files ADD COLUMN held_events INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE files ADD COLUMN held_cost REAL NOT NULL DEFAULT 0")
+    # One grouped pass over the events (no index on file_id), then a keyed update.
+    conn.execute(
+        "CREATE TEMP TABLE held (file_id INTEGER PRIMARY KEY, n INTEGER NOT NULL, c REAL NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO held SELECT file_id, COUNT(*), SUM(cost) FROM events"
+        " WHERE file_id IS NOT NULL GROUP BY file_id"
+    )
+    conn.execute(
+        "UPDATE files SET held_events = (SELECT n FROM held WHERE file_id = files.id),"
+        " held_cost = (SELECT c FROM held WHERE file_id = files.id)"
+        " WHERE id IN (SELECT file_id FROM held)"
+    )
+    conn.execute("DROP TABLE temp.held")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial ledger: files, events, aggregates", _v1),
+    ("per-file events and cost held in the ledger", _v2),
 ]
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 __all__ = [
     "AGG_COLUMNS",
     "AggRow",
+    "History",
     "bucket_range",
     "grouped_time",
+    "history",
     "ledger_summary",
     "sessions",
     "source_totals",
@@ -117,6 +119,64 @@ def ledger_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             "files_in_error": errors or 0,
             "events_read": events or 0,
         }
+    return out
+
+
+class History(NamedTuple):
+    """How much of the ledger is still backed by a source file on disk."""
+
+    events: int = 0
+    cost: float = 0.0
+    gone_files: int = 0
+    gone_events: int = 0
+    gone_cost: float = 0.0
+
+    @classmethod
+    def total(cls, parts: Iterable[History]) -> History:
+        """Field-wise sum: the whole ledger from the per-source figures."""
+        items = list(parts)
+        return cls(
+            sum(p.events for p in items),
+            sum(p.cost for p in items),
+            sum(p.gone_files for p in items),
+            sum(p.gone_events for p in items),
+            sum(p.gone_cost for p in items),
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        """The ``history`` block of ``sufctl status --json``; shares are fractions (0..1)."""
+        return {
+            "events": self.events,
+            "cost_usd": self.cost,
+            "gone_files": self.gone_files,
+            "gone_events": self.gone_events,
+            "gone_cost_usd": self.gone_cost,
+            "gone_events_share": self.gone_events / self.events if self.events else 0.0,
+            "gone_cost_share": self.gone_cost / self.cost if self.cost else 0.0,
+        }
+
+
+def history(conn: sqlite3.Connection) -> dict[str, History]:
+    """Per source: events and cost in the ledger, and how many of them (and which cost) come
+    from files no longer on disk.
+
+    An event counts as gone when the file the ledger attributes it to (the one whose line it
+    holds) is gone, even if another file still holds a copy of that line. Reads the per-file
+    tallies that every commit keeps current: the cost grows with files, not events.
+    """
+    out: dict[str, History] = {}
+    for source, events, cost, gone, gone_events, gone_cost in conn.execute(
+        "SELECT source, SUM(held_events), SUM(held_cost), SUM(gone),"
+        " SUM(CASE WHEN gone THEN held_events END), SUM(CASE WHEN gone THEN held_cost END)"
+        " FROM files GROUP BY source"
+    ):
+        out[source] = History(
+            int(events or 0),
+            float(cost or 0),
+            int(gone or 0),
+            int(gone_events or 0),
+            float(gone_cost or 0),
+        )
     return out
 
 

@@ -1,0 +1,496 @@
+"""What can go wrong with the ledger file itself, how to tell, and how the daemon recovers.
+
+Every fault leaves the source files untouched, and the ledger is a function of them, so the
+daemon never stops for a store fault; it keeps serving and says what is wrong
+(``sufctl status``, the ``store.*`` log events):
+
+* **Writes fail** (disk full, file size limit, I/O error, read-only, locked): the transaction
+  is rolled back, so no cursor moves past an event that was not committed. The daemon closes
+  its write connection (dropping every cache that may describe rolled-back rows) and
+  reopens it after a back-off of :data:`RETRY_MIN_S` doubling to :data:`RETRY_MAX_S`; the
+  catch-up scan then reads again from the unmoved cursors.
+* **The file is deleted while running**: the daemon still has it open, so it copies it into a
+  fresh file at the same path (:func:`salvage`, SQLite's backup API) and rescans. Even events
+  whose source files are gone survive; if the copy fails, the ledger is rebuilt from the
+  source files.
+* **The file is replaced** by another file: the daemon switches to the new file and rescans.
+* **The file is corrupt** (``SQLITE_CORRUPT``, "file is not a database", a bad header or a
+  failed ``PRAGMA quick_check``, at start or while running): the file and its ``-wal``/``-shm``
+  are moved aside as ``<name>.corrupt-<UTC time>`` with a ``.json`` note (:func:`quarantine`),
+  and a fresh ledger is built from the source files. Events whose source files were already
+  deleted are only in the copy; ``sufd doctor`` says where it is.
+* **The WAL grows** while a reader holds an old snapshot (no checkpoint can pass it).
+  ``journal_size_limit`` (:data:`WAL_LIMIT_BYTES`) truncates the WAL after each checkpoint
+  that resets it, and the daemon's heartbeat runs a non-blocking ``wal_checkpoint(TRUNCATE)``
+  whenever the WAL is larger than that, so the WAL returns under the bound as soon as the
+  reader ends, even with no further writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import resource
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sufd.errors import StoreError
+from sufd.store import WAL_LIMIT_BYTES
+
+__all__ = [
+    "CORRUPT",
+    "DELETED",
+    "DISK_FULL",
+    "FILE_LIMIT",
+    "IO_ERROR",
+    "LOCKED",
+    "OTHER",
+    "READ_ONLY",
+    "REPLACED",
+    "RETRY_MAX_S",
+    "RETRY_MIN_S",
+    "WAL_LIMIT_BYTES",
+    "Fault",
+    "StoreFault",
+    "StoreHealth",
+    "background_priority",
+    "checkpoint",
+    "diagnose",
+    "file_problem",
+    "identity",
+    "install",
+    "quarantine",
+    "quarantined",
+    "quick_check",
+    "remove_journals",
+    "salvage",
+    "wal_bytes",
+]
+
+# Reasons (stable strings: logged as ``reason`` and shown by ``sufctl status``).
+DISK_FULL = "disk full"
+FILE_LIMIT = "file size limit"
+IO_ERROR = "I/O error"
+READ_ONLY = "read-only"
+LOCKED = "locked"
+CORRUPT = "corrupt"
+DELETED = "deleted"
+REPLACED = "replaced"
+OTHER = "error"
+
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 60.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Less free space than this next to an I/O error means the disk is full.
+_FULL_FREE_BYTES = 1024 * 1024
+# A file this close to RLIMIT_FSIZE cannot take another WAL frame or page.
+_LIMIT_MARGIN = 64 * 1024
+# SQLite primary result codes.
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One store problem: a stable ``reason`` and the error as SQLite or the OS put it."""
+
+    reason: str
+    detail: str
+
+    @property
+    def rebuilds(self) -> bool:
+        """Whether recovery needs a new file (rather than retrying writes to this one)."""
+        return self.reason in (CORRUPT, DELETED, REPLACED)
+
+
+class StoreFault(StoreError):
+    """The ledger failed while a batch was written, as opposed to the file being read.
+
+    Ingest stops at the first one (instead of recording it against every source file) and
+    lets the caller decide: the daemon backs off and retries, ``sufd ingest`` reports it.
+    """
+
+    def __init__(self, cause: sqlite3.Error) -> None:
+        super().__init__(f"the ledger cannot be written: {cause}")
+        self.cause = cause
+
+
+def _sqlite_cause(exc: BaseException) -> sqlite3.Error | None:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, sqlite3.Error):
+            return seen
+        if isinstance(seen, StoreFault):
+            return seen.cause
+        seen = seen.__cause__
+    return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _io_reason(db: Path) -> str:
+    """Why a write failed with an I/O error: a size limit, a full disk, or the device."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-journal")):
+            if _size(path) + _LIMIT_MARGIN >= soft:
+                return FILE_LIMIT
+    try:
+        st = os.statvfs(db.parent)
+    except OSError:
+        return IO_ERROR
+    return DISK_FULL if st.f_bavail * st.f_frsize < _FULL_FREE_BYTES else IO_ERROR
+
+
+def diagnose(exc: BaseException, db: Path) -> Fault | None:
+    """The store fault behind ``exc``, or ``None`` when ``exc`` is not about the ledger.
+
+    Any ``sqlite3.Error`` that reaches the daemon from the write path is the ledger's: source
+    databases are read behind the ingest boundary, which records their errors per file.
+    """
+    cause = _sqlite_cause(exc)
+    if cause is None:
+        if isinstance(exc, StoreError):
+            os_error = exc.__cause__
+            if isinstance(os_error, OSError) and os_error.errno in (errno.ENOSPC, errno.EDQUOT):
+                return Fault(DISK_FULL, str(exc))
+            return Fault(OTHER, str(exc))
+        return None
+    detail = str(cause) or type(cause).__name__
+    code = getattr(cause, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (_CORRUPT, _NOTADB):
+        return Fault(CORRUPT, detail)
+    if primary == _FULL:
+        return Fault(DISK_FULL, detail)
+    if primary == _IOERR:
+        return Fault(_io_reason(db), detail)
+    if primary == _READONLY:
+        return Fault(READ_ONLY, detail)
+    if primary in (_BUSY, _LOCKED):
+        return Fault(LOCKED, detail)
+    if primary == _CANTOPEN:
+        return Fault(IO_ERROR, detail)
+    return Fault(OTHER, detail)
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, or ``None`` if it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def file_problem(db: Path, opened: tuple[int, int] | None) -> Fault | None:
+    """The cheap check the daemon runs every heartbeat against the file it opened.
+
+    One ``stat`` and a 16-byte read: is the file still there, still the same inode, and
+    does it still start with SQLite's header?
+    """
+    try:
+        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Fault(DELETED, f"{db} was deleted while sufd had it open")
+    except OSError as exc:
+        return Fault(IO_ERROR, f"cannot open {db}: {exc.strerror or exc}")
+    try:
+        st = os.fstat(fd)
+        if opened is not None and (st.st_dev, st.st_ino) != opened:
+            return Fault(REPLACED, f"{db} was replaced by another file while sufd had it open")
+        head = os.pread(fd, len(SQLITE_MAGIC), 0)
+    except OSError as exc:
+        return Fault(IO_ERROR, f"cannot read {db}: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+    if head != SQLITE_MAGIC:
+        what = "truncated" if len(head) < len(SQLITE_MAGIC) else "overwritten"
+        return Fault(CORRUPT, f"file is not a database: the SQLite header was {what}")
+    return None
+
+
+def quick_check(db: Path) -> str | None:
+    """``PRAGMA quick_check`` on a fresh read-only connection: ``None`` when the file is
+    sound, else SQLite's first complaint. O(file size); the daemon runs it off the loop.
+
+    Raises:
+        sqlite3.Error: the file cannot be opened or read at all (e.g. "file is not a
+            database"); :func:`diagnose` says whether that is corruption.
+    """
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    finally:
+        conn.close()
+    found = [str(r[0]) for r in rows]
+    return None if found == ["ok"] else "; ".join(found)
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority, where that is per thread (Linux), so a long
+    check yields to ingest; elsewhere do nothing."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def wal_bytes(db: Path) -> int:
+    """Size of the ledger's write-ahead log (0 when there is none)."""
+    return _size(Path(f"{db}-wal"))
+
+
+def checkpoint(conn: sqlite3.Connection, *, wait: bool = False) -> tuple[bool, int, int]:
+    """Copy the WAL into the database and truncate it to 0 bytes.
+
+    Without ``wait`` it gives up at once when another connection still reads an older
+    snapshot (it is tried again later); with it, it waits the connection's busy timeout.
+    Returns ``(done, wal_frames, frames_copied)``. Must run on the writer's thread.
+    """
+    (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    if not wait:
+        conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        if not wait:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    return not busy, int(frames), int(copied)
+
+
+# -- recovery ---------------------------------------------------------------------------
+
+
+def _journals(db: Path) -> list[Path]:
+    return [Path(f"{db}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+
+
+def remove_journals(db: Path) -> None:
+    """Delete ``-wal``/``-shm`` left at ``db``'s path by a file that is no longer there: a new
+    database at that path must not replay another file's log."""
+    for path in _journals(db):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _stamp(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def quarantine(db: Path, fault: Fault, *, found: str, now: float | None = None) -> Path:
+    """Move a corrupt ledger (and its ``-wal``/``-shm``) aside, keeping them together.
+
+    Writes a ``.json`` note beside it (when, why, how it was found) for ``sufd doctor``.
+    Returns the new path of the database file.
+
+    Raises:
+        StoreError: the file cannot be moved (then it cannot be replaced either).
+    """
+    now = time.time() if now is None else now
+    base = db.with_name(f"{db.name}.corrupt-{_stamp(now)}")
+    target, n = base, 1
+    while target.exists() or target.with_name(target.name + ".json").exists():
+        target, n = base.with_name(f"{base.name}-{n}"), n + 1
+    try:
+        if db.exists():
+            os.replace(db, target)
+        for journal in _journals(db):
+            if journal.exists():
+                os.replace(journal, Path(f"{target}{journal.name[len(db.name) :]}"))
+    except OSError as exc:
+        raise StoreError(f"cannot move the corrupt ledger {db} aside: {exc.strerror}") from exc
+    note = {
+        "moved_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        "from": str(db),
+        "reason": fault.reason,
+        "error": fault.detail,
+        "found": found,
+    }
+    with contextlib.suppress(OSError):
+        fd = os.open(
+            target.with_name(target.name + ".json"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600
+        )
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump(note, f, indent=2)
+    return target
+
+
+def quarantined(db: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Corrupt ledgers moved aside by :func:`quarantine`, oldest first, with their notes."""
+    out: list[tuple[Path, dict[str, Any]]] = []
+    for note_path in sorted(db.parent.glob(f"{db.name}.corrupt-*.json")):
+        note: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(note_path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                note = loaded
+        out.append((note_path.with_name(note_path.name[: -len(".json")]), note))
+    return out
+
+
+def salvage(conn: sqlite3.Connection, db: Path) -> Path:
+    """Copy the database ``conn`` still has open (its file was deleted) beside ``db``.
+
+    Returns the copy (WAL content included, in rollback-journal mode). The caller closes
+    ``conn``, then puts the copy in place with :func:`install`, so a reader never sees a
+    half-written ledger and the old connection never touches the new file's journals.
+
+    Raises:
+        sqlite3.Error, OSError: the copy failed (nothing is left behind).
+    """
+    tmp = db.with_name(f"{db.name}.salvage-{os.getpid()}")
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    dest = sqlite3.connect(tmp)
+    try:
+        conn.backup(dest)
+        dest.execute("PRAGMA journal_mode = DELETE")
+    except BaseException:
+        dest.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    dest.close()
+    return tmp
+
+
+def install(copy: Path, db: Path) -> None:
+    """Put ``copy`` in place as ``db``, first removing journals left by the file it replaces.
+
+    Raises:
+        OSError: the rename failed.
+    """
+    remove_journals(db)
+    os.replace(copy, db)
+
+
+# -- the daemon's view ------------------------------------------------------------------
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+@dataclass
+class StoreHealth:
+    """What the daemon knows about its ledger file, for ``status`` and the back-off."""
+
+    db: Path
+    problem: Fault | None = None
+    since: float | None = None
+    attempts: int = 0
+    retry_at: float | None = None  # wall clock
+    opened: tuple[int, int] | None = None
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    wal_blocked_since: float | None = None
+
+    def failed(self, fault: Fault, now: float) -> float:
+        """Record a failed attempt; returns the back-off before the next one."""
+        if self.problem is None:
+            self.since = now
+        self.problem = fault
+        self.attempts += 1
+        delay = min(RETRY_MAX_S, RETRY_MIN_S * float(2 ** min(self.attempts - 1, 16)))
+        self.retry_at = now + delay
+        return delay
+
+    def cleared(self) -> dict[str, Any] | None:
+        """Writes work again: forget the problem; returns what it was (for the log)."""
+        if self.problem is None:
+            return None
+        was = {
+            "reason": self.problem.reason,
+            "attempts": self.attempts,
+            "down_s": round(time.time() - (self.since or time.time()), 1),
+        }
+        self.problem, self.since, self.attempts, self.retry_at = None, None, 0, None
+        return was
+
+    def recovered(self, fault: Fault, action: str, moved_to: Path | None, found: str) -> None:
+        """Record that the file was replaced (corrupt, deleted, replaced) and how."""
+        self.problem, self.since, self.attempts, self.retry_at = None, None, 0, None
+        self.recoveries.append(
+            {
+                "at": time.time(),
+                "reason": fault.reason,
+                "error": fault.detail,
+                "found": found,
+                "action": action,
+                "moved_to": str(moved_to) if moved_to else None,
+            }
+        )
+        del self.recoveries[:-5]
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``failing`` (writes fail, retrying) or ``rebuilt`` (since this start)."""
+        if self.problem is not None:
+            return "failing"
+        return "rebuilt" if self.recoveries else "ok"
+
+    def status(self) -> dict[str, Any]:
+        """The ``store`` part of ``status`` (besides path and size)."""
+        problem = None
+        if self.problem is not None:
+            problem = {
+                "reason": self.problem.reason,
+                "error": self.problem.detail,
+                "since": self.since,
+                "attempts": self.attempts,
+                "retry_in_s": (
+                    None
+                    if self.retry_at is None
+                    else max(0.0, round(self.retry_at - time.time(), 1))
+                ),
+            }
+        return {
+            "state": self.state,
+            "wal_bytes": wal_bytes(self.db),
+            "wal_limit_bytes": WAL_LIMIT_BYTES,
+            "problem": problem,
+            "recoveries": list(self.recoveries),
+        }
+
+    def warnings(self) -> list[str]:
+        """One line per thing the user should know, for ``sufctl status``."""
+        out = []
+        if self.problem is not None:
+            retry = ""
+            if self.retry_at is not None:
+                left = max(0.0, self.retry_at - time.time())
+                retry = f"; retry {self.attempts + 1} in {left:.0f} s"
+            out.append(
+                f"store: cannot write the ledger ({self.problem.reason}: {self.problem.detail})"
+                f" since {_clock(self.since or time.time())}{retry}; nothing is lost: what is"
+                " not committed is read again from the source files once writes succeed"
+            )
+        for r in self.recoveries:
+            moved = f"; the old file is kept at {r['moved_to']}" if r["moved_to"] else ""
+            out.append(
+                f"store: at {_clock(r['at'])} the ledger was {r['reason']} ({r['error']});"
+                f" {r['action']}{moved}"
+            )
+        if self.wal_blocked_since is not None:
+            out.append(
+                f"store: the WAL is {wal_bytes(self.db) / 1e6:,.1f} MB: another program has held"
+                f" a read transaction open since {_clock(self.wal_blocked_since)}, so it cannot"
+                " be checkpointed"
+            )
+        return out
