@@ -13,7 +13,8 @@ The daemon does not use this: it keeps to one core, and its catch-ups are usuall
 
 from __future__ import annotations
 
-import concurrent.futures
+import collections
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -42,19 +43,22 @@ _worker: dict[str, Any] = {}
 
 
 class Prefetcher:
-    """A process pool parsing whole line files ahead of the writer."""
+    """Worker processes parsing whole line files ahead of the writer.
+
+    Each worker has its own pipe and answers its tasks in order; the writer reads an
+    answer only when it reaches that file. No thread runs in the writer's process: with
+    a pool's result-handling thread, the writer waited for the GIL after every SQLite call.
+    """
 
     def __init__(self, settings: Settings, prices: PriceTable, workers: int) -> None:
         # fork is cheap and inherits the loaded code, but forking a threaded process is
         # unsafe; forkserver starts clean.
         method = "fork" if threading.active_count() == 1 else "forkserver"
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_init_worker,
-            initargs=(settings, prices),
-        )
-        self._pending: dict[str, tuple[_Key, concurrent.futures.Future[_Wire | None]]] = {}
+        ctx = multiprocessing.get_context(method)
+        self._workers = [_Worker(ctx, settings, prices) for _ in range(workers)]
+        self._tasks: dict[str, tuple[_Key, _Worker, int]] = {}
+        self._done: dict[int, _Wire | None] = {}
+        self._seq = 0
         self.hits = 0
 
     def submit(
@@ -67,11 +71,14 @@ class Prefetcher:
             return
         if not MIN_PREFETCH_BYTES <= st.st_size - start <= MAX_PREFETCH_BYTES:
             return
-        key: _Key = (start, st.st_dev, st.st_ino, state)
-        future = self._pool.submit(
-            _parse_file, source.name, root, path, start, state, st.st_dev, st.st_ino
-        )
-        self._pending[str(path)] = (key, future)
+        alive = [w for w in self._workers if w.alive]
+        if not alive:
+            return
+        worker = min(alive, key=lambda w: len(w.outstanding))
+        self._seq += 1
+        task = (source.name, root, path, start, state, st.st_dev, st.st_ino)
+        if worker.send(self._seq, task):
+            self._tasks[str(path)] = ((start, st.st_dev, st.st_ino, state), worker, self._seq)
 
     def take(
         self, path: Path, start: int, st: os.stat_result, state: dict[str, Any]
@@ -81,35 +88,97 @@ class Prefetcher:
         ``st`` is the writer's ``fstat`` of its open file: a file written since the worker
         read it is parsed again, so no byte written in between can hide behind a cursor.
         """
-        pending = self._pending.pop(str(path), None)
-        if pending is None or pending[0] != (start, st.st_dev, st.st_ino, state):
+        task = self._tasks.pop(str(path), None)
+        if task is None:
             return None
-        try:
-            wire = pending[1].result()
-        except Exception:  # a worker died or failed: the writer's own parse says why
+        key, worker, seq = task
+        wire = self._receive(worker, seq)
+        if key != (start, st.st_dev, st.st_ino, state):
             return None
         if wire is None or wire[:2] != (st.st_size, st.st_mtime_ns):
             return None
         self.hits += 1
         return _from_wire(wire[2])
 
+    def _receive(self, worker: _Worker, seq: int) -> _Wire | None:
+        wanted = {s for _, _, s in self._tasks.values()}
+        while seq not in self._done and worker.outstanding:
+            got = worker.receive()
+            if got is None:
+                return None  # the worker died: the writer parses the rest itself
+            if got[0] in wanted or got[0] == seq:
+                self._done[got[0]] = got[1]
+        return self._done.pop(seq, None)
+
     @property
     def queued(self) -> int:
-        """Files submitted and not taken yet."""
-        return len(self._pending)
+        """Tasks sent to the workers and not answered yet."""
+        return sum(len(w.outstanding) for w in self._workers)
 
     def close(self) -> None:
         """Stop the workers; results not taken are dropped."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pending.clear()
+        for w in self._workers:
+            w.close()
+        self._tasks.clear()
+        self._done.clear()
 
 
-def _init_worker(settings: Settings, prices: PriceTable) -> None:
+class _Worker:
+    """One parsing process and the writer's end of its pipe."""
+
+    def __init__(self, ctx: Any, settings: Settings, prices: PriceTable) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=_serve, args=(child, settings, prices), name="sufd-parse", daemon=True
+        )
+        self.proc.start()
+        child.close()
+        self.outstanding: collections.deque[int] = collections.deque()
+        self.alive = True
+
+    def send(self, seq: int, task: tuple[Any, ...]) -> bool:
+        try:
+            self.conn.send((seq, task))
+        except (OSError, ValueError):
+            self.alive = False
+            return False
+        self.outstanding.append(seq)
+        return True
+
+    def receive(self) -> tuple[int, _Wire | None] | None:
+        try:
+            seq, wire = self.conn.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            self.outstanding.clear()
+            return None
+        self.outstanding.popleft()
+        return int(seq), wire
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        # Closing our end also unblocks a worker stuck sending a result nobody will read.
+        self.conn.close()
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+def _serve(conn: Any, settings: Settings, prices: PriceTable) -> None:
+    """A worker's loop: parse each task, answer in order, stop at ``None`` or a closed pipe."""
     from sufd.sources import enabled_sources
 
     _worker["settings"] = settings
     _worker["prices"] = prices
     _worker["sources"] = {s.name: s for s in enabled_sources(settings)}
+    try:
+        while (item := conn.recv()) is not None:
+            seq, task = item
+            conn.send((seq, _parse_file(*task)))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
 
 
 def _parse_file(

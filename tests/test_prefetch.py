@@ -65,9 +65,9 @@ def test_a_file_written_after_the_worker_read_it_is_not_taken(
     try:
         prefetch.submit(claude, root, path, 0, claude.new_state())
         prefetch.submit(claude, root, path, 0, claude.new_state())  # resubmitted: latest wins
-        time.sleep(0.5)
-        _, future = prefetch._pending[str(path)]
-        future.result(timeout=30)
+        _, worker, _ = prefetch._tasks[str(path)]
+        assert worker.conn.poll(30)  # a worker has parsed it (and is sending the result)
+        time.sleep(0.2)
         with path.open("ab") as f:
             f.write(b'{"type":"user"}\n')
         assert prefetch.take(path, 0, path.stat(), claude.new_state()) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import operator
 import socket
 import sqlite3
 import time
@@ -42,15 +43,6 @@ K = TypeVar("K")
 _IN_CHUNK = 500
 # Neutral for min()/max(): a session touched only by a removal keeps its stored span.
 _NO_SPAN = (2**62, -(2**62))
-_TOKENS = (
-    "input",
-    "output",
-    "cache_write_5m",
-    "cache_write_1h",
-    "cache_read",
-    "reasoning",
-    "total",
-)
 
 
 @contextlib.contextmanager
@@ -180,21 +172,32 @@ class _Delta:
         sign: int,
     ) -> None:
         session_id, project_id, model_id = dims
+        # Spelled out: this runs once per event, and a getattr loop cost more than the rest.
         values = [
             sign,
-            *(sign * getattr(rec, name) for name in _TOKENS),
+            sign * rec.input,
+            sign * rec.output,
+            sign * rec.cache_write_5m,
+            sign * rec.cache_write_1h,
+            sign * rec.cache_read,
+            sign * rec.reasoning,
+            sign * rec.total,
             sign * cost,
             sign * (kind == COST_UNPRICED),
             sign * (kind == COST_ESTIMATED),
         ]
-        _accumulate(self.time, (rec.ts_ms // BUCKET_MS, source, project_id, model_id), values)
-        _accumulate(self.session, (session_id, model_id), values)
+        ts = rec.ts_ms
+        _accumulate(self.time, (ts // BUCKET_MS, source, project_id, model_id), values)
+        skey = (session_id, model_id)
+        _accumulate(self.session, skey, values)
         if sign < 0:
-            self.shrunk.add((session_id, model_id))
+            self.shrunk.add(skey)
         else:
-            skey = (session_id, model_id)
-            first, last = self.span.get(skey, (rec.ts_ms, rec.ts_ms))
-            self.span[skey] = (min(first, rec.ts_ms), max(last, rec.ts_ms))
+            span = self.span.get(skey)
+            if span is None:
+                self.span[skey] = (ts, ts)
+            elif ts < span[0] or ts > span[1]:
+                self.span[skey] = (min(span[0], ts), max(span[1], ts))
 
 
 def _accumulate(acc_map: dict[K, list[float]], key: K, values: list[float]) -> None:
@@ -202,8 +205,7 @@ def _accumulate(acc_map: dict[K, list[float]], key: K, values: list[float]) -> N
     if acc is None:
         acc_map[key] = list(values)
     else:
-        for i, v in enumerate(values):
-            acc[i] += v
+        acc[:] = map(operator.add, acc, values)
 
 
 def _grp(message_id: str | None) -> int | None:
