@@ -23,13 +23,13 @@ from typing import Any
 
 import structlog
 
-from sufd import __version__
+from sufd import __version__, logs
 from sufd.errors import ConfigError, StoreError
 from sufd.ingest import Ingestor, IngestStats
 from sufd.notify import Notifier
 from sufd.prices import PriceTable
 from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
-from sufd.runtime import InstanceLock, prepare_runtime_dir
+from sufd.runtime import AlreadyRunning, InstanceLock, UnsafeRuntimeDir, prepare_runtime_dir
 from sufd.settings import KNOWN_SOURCES, Settings, load
 from sufd.sources import enabled_sources
 from sufd.state import Pause, State, load_state, save_state
@@ -47,6 +47,14 @@ HEARTBEAT_S = 1.0
 SETTLE_S = 0.03
 WATCH_STEP_MS = 25
 TAIL_QUEUE = 2000
+# A change batch reads one file for at most this long before the other changed files get
+# their turn (a transcript grown by gigabytes is read over several cycles).
+FILE_SLICE_S = 0.25
+# A change of the wall clock against the steady one larger than this is a jump (NTP slews
+# by far less per heartbeat).
+CLOCK_JUMP_S = 2.0
+# Linux: counts suspend. Elsewhere CLOCK_MONOTONIC (on macOS it counts sleep too).
+_STEADY_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 # The store's integrity check (PRAGMA quick_check, O(store size), off the loop): once the
 # start-up catch-up is done, then this often.
 STORE_CHECK_INTERVAL_S = 24 * 3600.0
@@ -95,6 +103,8 @@ class Daemon:
         self.state_path = settings.paths.state_dir / "state.json"
         self.state = State()
         self.started_at = time.time()
+        self._started = time.monotonic()  # uptime: the wall clock may be set back
+        self._wall_offset = _wall_offset()
         self.phase = "starting"
         self.watchers: list[RootWatcher] = []
         self.cycle = _Cycle()
@@ -119,6 +129,7 @@ class Daemon:
         self._interrupt = threading.Event()
         self.exit_code = 0
         self.log_problem = log_problem
+        self._runtime_problem: str | None = None
         self.store = health.StoreHealth(settings.paths.db)
         self._store_fault: tuple[health.Fault, str] | None = None  # found by heartbeat/status
         self._store_retry_at: float | None = None  # monotonic
@@ -207,7 +218,7 @@ class Daemon:
             self._writer.shutdown(wait=False, cancel_futures=True)
         finally:
             self._lock.release()
-        log.info("daemon.stopped", uptime_s=int(time.time() - self.started_at))
+        log.info("daemon.stopped", uptime_s=int(time.monotonic() - self._started))
 
     def _close_writer(self) -> None:
         if self._write_conn is not None:
@@ -278,7 +289,12 @@ class Daemon:
         self.store.opened = health.identity(self.settings.paths.db)
         ledger = Ledger(self._write_conn, price_version=prices.version)
         self._ingestor = Ingestor(
-            self.settings, ledger, prices, on_commit=self._committed, interrupt=self._interrupt
+            self.settings,
+            ledger,
+            prices,
+            on_commit=self._committed,
+            interrupt=self._interrupt,
+            slice_s=FILE_SLICE_S,
         )
 
     def _committed(
@@ -361,6 +377,8 @@ class Daemon:
         done = time.monotonic()
         self.cycles += 1
         self._store_ok()
+        if stats.more:  # files read for their time slice: on with them after the others
+            self.request_paths("", set(stats.more))
         self.cycle = _Cycle(
             kind="scan" if full else "changes",
             files=stats.files_read,
@@ -464,8 +482,8 @@ class Daemon:
             try:
                 self._expire_pauses()
                 self._store_watch()
-                if self._server is not None and not self._server.socket_ok():
-                    await self._server.rebind()
+                await self._runtime_watch()
+                self._log_watch()
                 interval = self.settings.reconcile_interval_s
                 if time.monotonic() - self._last_reconcile >= interval:
                     self._last_reconcile = time.monotonic()
@@ -476,6 +494,49 @@ class Daemon:
                     last_status = line
             except Exception as exc:  # the heartbeat must survive anything it checks
                 log.error("daemon.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _runtime_watch(self) -> None:
+        """(heartbeat) Put the runtime dir, the lock and the socket back when a cleaner
+        (systemd-tmpfiles, ``rm -rf``) removed them; stop if another daemon took over."""
+        server, lock_ok = self._server, self._lock.intact()
+        if lock_ok and (server is None or server.socket_ok()):
+            self._runtime_problem = None
+            return
+        paths = self.settings.paths
+        existed = paths.runtime_dir.is_dir()
+        try:
+            prepare_runtime_dir(paths.runtime_dir)
+            if not lock_ok:
+                self._lock.restore()
+        except UnsafeRuntimeDir as exc:
+            if str(exc) != self._runtime_problem:
+                log.error("runtime.dir_unusable", path=str(paths.runtime_dir), error=str(exc))
+            self._runtime_problem = str(exc)
+            return
+        except AlreadyRunning as exc:
+            # Started while our lock file was gone: it has the socket too. One daemon is enough.
+            log.error("runtime.lock_taken", lock=str(paths.lock), other_pid=exc.pid)
+            self.request_stop()
+            return
+        self._runtime_problem = None
+        if not existed:
+            log.warning("runtime.dir_recreated", path=str(paths.runtime_dir))
+        if not lock_ok:
+            log.warning("runtime.lock_restored", lock=str(paths.lock), pid=os.getpid())
+        if server is not None and not server.socket_ok():
+            await server.rebind()
+
+    def _log_watch(self) -> None:
+        """(heartbeat) Reopen a removed log file; report a log file that cannot be written,
+        and when it can be again."""
+        problem = logs.check_file()
+        if problem == self.log_problem:
+            return
+        was, self.log_problem = self.log_problem, problem
+        if problem is not None:
+            log.warning("log.file_unavailable", problem=problem)
+        else:
+            log.info("log.file_recovered", problem_was=was)
 
     # -- store health -----------------------------------------------------------------
     # Faults of the ledger file itself (see sufd.store.health): the daemon stays up, says
@@ -769,9 +830,26 @@ class Daemon:
     # -- pause ------------------------------------------------------------------------
 
     def _paused_sources(self) -> set[str]:
+        self._clock_watch()
         return {name for name, p in self.state.paused.items() if not p.expired()}
 
+    def _clock_watch(self) -> None:
+        """A pause ``--for`` N lasts N seconds of real time (suspend included) whatever is
+        done to the wall clock: when the clock is set, its deadline moves with it."""
+        offset = _wall_offset()
+        jump, self._wall_offset = offset - self._wall_offset, offset
+        if abs(jump) < CLOCK_JUMP_S:
+            return
+        log.warning("clock.jumped", by_s=round(jump, 1), paused=sorted(self.state.paused))
+        timed = [p for p in self.state.paused.values() if p.until is not None]
+        for p in timed:
+            assert p.until is not None
+            p.since, p.until = p.since + jump, p.until + jump
+        if timed:
+            save_state(self.state_path, self.state)
+
     def _expire_pauses(self) -> None:
+        self._clock_watch()
         expired = [name for name, p in self.state.paused.items() if p.expired()]
         if expired:
             log.info("watch.pause_expired", sources=expired)
@@ -821,7 +899,12 @@ class Daemon:
             prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
             ledger = Ledger(self._write_conn, price_version=prices.version)
             self._ingestor = Ingestor(
-                self.settings, ledger, prices, on_commit=self._committed, interrupt=self._interrupt
+                self.settings,
+                ledger,
+                prices,
+                on_commit=self._committed,
+                interrupt=self._interrupt,
+                slice_s=FILE_SLICE_S,
             )
 
         await self._in_writer(rebuild)
@@ -908,7 +991,7 @@ class Daemon:
         return {
             "state": state if self.phase == "running" else self.phase,
             "pid": os.getpid(),
-            "uptime_s": int(time.time() - self.started_at),
+            "uptime_s": int(time.monotonic() - self._started),
             "version": __version__,
             "protocol": PROTOCOL,
             "watcher": self.settings.watch_enabled,
@@ -925,6 +1008,7 @@ class Daemon:
             "malformed_lines": sum(summary.get(s, {}).get("malformed_lines", 0) for s in summary),
             "paths": self.settings.paths.as_dict(),
             "warnings": [w.error for w in self.watchers if w.error]
+            + _unreadable(conn)
             + ([self.log_problem] if self.log_problem else []),
         }
 
@@ -1018,6 +1102,21 @@ def _signature(paths: set[Path]) -> dict[Path, tuple[int, int, int] | None]:
     return out
 
 
+def _wall_offset() -> float:
+    """The wall clock minus a clock that counts suspend but is never set: it changes only
+    when the wall clock is set (by hand, or stepped by NTP)."""
+    return time.time() - time.clock_gettime(_STEADY_CLOCK)
+
+
+def _unreadable(conn: sqlite3.Connection) -> list[str]:
+    """Status warnings naming the files that could not be read (permissions, not a file)."""
+    shown, count = queries.files_in_error(conn)
+    out = [f"cannot read {path}: {error}" for path, error in shown]
+    if count > len(shown):
+        out.append(f"... and {count - len(shown)} more files that cannot be read")
+    return out
+
+
 def _merge(into: IngestStats, part: IngestStats) -> None:
     into.files += part.files
     into.files_read += part.files_read
@@ -1027,11 +1126,12 @@ def _merge(into: IngestStats, part: IngestStats) -> None:
     into.malformed += part.malformed
     into.errors += part.errors
     into.gone += part.gone
+    into.more += part.more
 
 
 def _source_state(roots: list[dict[str, Any]]) -> str:
     states = {r["state"] for r in roots}
-    for candidate in ("watching", "polling", "not-watching", "starting"):
+    for candidate in ("watching", "polling", "not-watching", "starting", "failed"):
         if candidate in states:
             return candidate
     return "missing"

@@ -47,6 +47,9 @@ log = structlog.get_logger(__name__)
 BATCH_BYTES = 16 * 1024 * 1024
 CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 BATCH_RECORDS = 20_000
+# With a time slice (the daemon's change batches), smaller batches: the slice is checked
+# between them.
+SLICE_RECORDS = 2_000
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 # A catch-up commits every this many bytes read (and at the end).
 BULK_FLUSH_BYTES = 64 * 1024 * 1024
@@ -70,6 +73,7 @@ class FileResult:
     unchanged: bool = False
     reset: str | None = None
     error: str | None = None
+    more: bool = False  # stopped at the end of its time slice: the rest is read later
 
 
 @dataclass(slots=True)
@@ -86,6 +90,7 @@ class IngestStats:
     gone: int = 0
     prefetched: int = 0
     started: float = field(default_factory=time.monotonic)
+    more: list[Path] = field(default_factory=list)  # files to read on from their cursor
 
     def add(self, result: FileResult) -> None:
         """Fold one file's result into the totals."""
@@ -98,6 +103,8 @@ class IngestStats:
         self.malformed += result.malformed
         if result.error:
             self.errors.append((str(result.path), result.error))
+        if result.more:
+            self.more.append(result.path)
 
     @property
     def duration_ms(self) -> int:
@@ -171,6 +178,7 @@ class Chunk:
     malformed: list[tuple[int, str]] = field(default_factory=list)
     end: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    final: bool = False  # the last chunk: nothing after ``end`` but a partial line
 
 
 def parse_lines(
@@ -207,6 +215,7 @@ def parse_lines(
             chunk, chunk_start = Chunk(end=last_end), last_end
     chunk.end = last_end
     chunk.state = dict(ctx.state)
+    chunk.final = True
     yield chunk
 
 
@@ -222,6 +231,7 @@ class Ingestor:
         on_commit: CommitHook | None = None,
         interrupt: threading.Event | None = None,
         workers: int = 1,
+        slice_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -230,6 +240,10 @@ class Ingestor:
         self.on_commit = on_commit
         # Set by the daemon on shutdown: stop after the current batch commit.
         self.interrupt = interrupt or threading.Event()
+        # ingest_paths reads at most this long from one file, then goes on to the next (a
+        # file grown by gigabytes must not hold up the others); the rest is in ``more``.
+        self.slice_s = slice_s
+        self._slice: float | None = None
         # Processes parsing ahead of the writer in a large catch-up (see sufd.prefetch).
         self.workers = workers
         self._cursors: dict[str, FileCursor] | None = None
@@ -255,6 +269,7 @@ class Ingestor:
         Unchanged files cost one ``stat`` each. ``only`` limits the pass to these sources.
         """
         stats = IngestStats()
+        self._slice = None
         found = list(self.discover(only))
         if self._cursors is None:
             # Kept between passes: this instance is the only writer of cursors, and the cache
@@ -301,7 +316,7 @@ class Ingestor:
             if p not in seen
             and not c.gone
             and (only is None or c.source in only)
-            and not os.path.lexists(p)
+            and _vanished(p)
         ]
         if gone:
             self.ledger.mark_gone([c.file_id for c in gone])
@@ -390,6 +405,7 @@ class Ingestor:
         Paths no enabled source owns, and those of sources in ``skip``, are ignored.
         """
         stats = IngestStats()
+        self._slice = self.slice_s
         if self._cursors is None:
             self._cursors = self.ledger.cursors()
         targets = {s.target(p) for p in paths for s in self.sources if s.owns(p)}
@@ -397,7 +413,7 @@ class Ingestor:
             match = self._owner(path)
             if match is None or match[0].name in skip:
                 continue
-            if os.path.lexists(path):
+            if not _vanished(path):
                 stats.add(self.ingest_file(match[0], match[1], path))
             else:
                 stats.gone += self._mark_gone(path)
@@ -496,10 +512,12 @@ class Ingestor:
             log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
             cursor.offset, cursor.state = 0, {}
         ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=_open_nonblocking) as f:
             # Identity is taken from the open file, so a swap between stat and open is caught
             # on the next pass rather than mixing two files under one cursor.
             fst = os.fstat(f.fileno())
+            if not stat.S_ISREG(fst.st_mode):  # swapped for a named pipe since the stat
+                raise _NotAFile(path, fst.st_mode)
             if source.kind == "lines" and (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
                 ctx.state = source.new_state()
                 cursor.offset = 0
@@ -533,15 +551,22 @@ class Ingestor:
                 table=self.prices,
                 mode=self.settings.cost_mode,
                 chunk_bytes=BATCH_BYTES,
-                chunk_records=BATCH_RECORDS,
+                chunk_records=BATCH_RECORDS if self._slice is None else SLICE_RECORDS,
             )
         end = start
+        deadline = None if self._slice is None else time.monotonic() + self._slice
         for chunk in chunks:
             ctx.state = chunk.state
             batch = Batch(cursor, chunk.records, chunk.malformed)
-            self._commit(source, batch, ctx, chunk.end, max(size, chunk.end), result)
+            # Only the last chunk records the size read: a cursor left short of it (stopped
+            # by the slice or a shutdown) must not look fully read to the next pass.
+            seen = max(size, chunk.end) if chunk.final else chunk.end
+            self._commit(source, batch, ctx, chunk.end, seen, result)
             end = chunk.end
             if self.interrupt.is_set():
+                break
+            if deadline is not None and not chunk.final and time.monotonic() >= deadline:
+                result.more = True
                 break
         result.bytes_read = end - start
 
@@ -626,6 +651,24 @@ def _ledger_write() -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StoreFault(exc) from exc
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    """``open()``'s opener: a named pipe put where a transcript was must not block the writer
+    (in ``open`` waiting for a writer, or in ``read``); on a regular file it changes nothing."""
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _vanished(path: str | Path) -> bool:
+    """Whether ``path`` is gone from disk: not merely unreadable (a directory on the way
+    without search permission says EACCES, and its files must not be flagged gone)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class _NotAFile(OSError):

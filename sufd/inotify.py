@@ -119,6 +119,8 @@ class InotifyTree:
         self.fd: int = fd
         self.root = root
         self._dirs: dict[int, Path] = {}
+        # Directories that could not be watched for want of permission: not listed either.
+        self.unreadable: set[Path] = set()
         self._root_wd = -1
         self.root_gone = False
         try:
@@ -159,6 +161,8 @@ class InotifyTree:
             for sub in _subdirs(d):
                 self._add_quiet(sub)
             batch.changed.update(_files(d))
+        if self.unreadable:  # rare: forget those deleted since
+            self.unreadable = {d for d in self.unreadable if os.path.lexists(d)}
         return batch
 
     def _parse(self, data: bytes, batch: Batch) -> None:
@@ -183,10 +187,14 @@ class InotifyTree:
                     batch.root_gone = True
                 continue
             if not name:
+                if mask & IN_ATTRIB:  # e.g. a chmod that makes it readable again
+                    batch.new_dirs.append(base)
                 continue
             path = base / os.fsdecode(name)
             if mask & IN_ISDIR:
-                if mask & (IN_CREATE | IN_MOVED_TO):
+                # IN_ATTRIB: a mode change may make a directory readable (and watchable):
+                # armed and listed like a new one, so what was written meanwhile is read.
+                if mask & (IN_CREATE | IN_MOVED_TO | IN_ATTRIB):
                     batch.new_dirs.append(path)
                 elif mask & IN_MOVED_FROM:
                     # Its watches would go on reporting it under the old, now wrong, path.
@@ -213,6 +221,7 @@ class InotifyTree:
                 raise WatchLimitError(err, "inotify watch limit reached (max_user_watches)")
             raise OSError(err, os.strerror(err), str(path))
         self._dirs[wd] = path
+        self.unreadable.discard(path)
         return int(wd)
 
     def _add_quiet(self, path: Path) -> None:
@@ -221,6 +230,8 @@ class InotifyTree:
             self._add(path)
         except WatchLimitError:
             raise
+        except PermissionError:
+            self.unreadable.add(path)
         except OSError:
             pass
 

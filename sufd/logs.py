@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import structlog
 
-__all__ = ["LOG_FILE", "configure"]
+__all__ = ["LOG_FILE", "check_file", "configure"]
 
 Mode = Literal["cli", "daemon"]
 LOG_FILE = "sufd.log"
@@ -32,12 +32,132 @@ _SYSLOG = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Creates ``sufd.log`` 0600 whatever the umask: at start and after every rollover (the
-    stdlib reopens it with ``open()``, i.e. 0644 under systemd's default ``UMask=0022``)."""
+    stdlib reopens it with ``open()``, i.e. 0644 under systemd's default ``UMask=0022``).
+
+    A failed write or rollover is recorded (for :func:`check_file`) instead of a traceback
+    on stderr for every record.
+    """
+
+    write_error: str | None = None  # until a record is written again
+    rotate_error: str | None = None  # until a rollover succeeds
+    hold_rotation = False  # the directory is not writable: a rollover would fail
+    _failed = False
 
     def _open(self) -> Any:
         flags = os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         fd = os.open(self.baseFilename, flags, 0o600)
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.hold_rotation:
+            return False
+        return bool(super().shouldRollover(record))
+
+    def doRollover(self) -> None:
+        try:
+            super().doRollover()
+            self.rotate_error = None
+        except OSError as exc:
+            self.hold_rotation = True
+            self.rotate_error = f"cannot rotate {self.baseFilename}: {_strerror(exc)}"
+            if self.stream is None:  # the stdlib closed it before renaming
+                self.stream = self._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if not self._failed:
+            self.write_error = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        self.write_error = f"cannot write {self.baseFilename}: {_strerror(sys.exc_info()[1])}"
+
+
+def _strerror(exc: BaseException | None) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _LogFile:
+    """The daemon's log file: opened at start, checked on every heartbeat, reopened when it
+    was removed or replaced, and held off (records go to stderr only) while it cannot be
+    written."""
+
+    def __init__(self, log_dir: Path, make: Any) -> None:
+        self.dir = log_dir
+        self.path = log_dir / LOG_FILE
+        self._make = make  # builds the formatted handler around a file handler
+        self.handler: _PrivateRotatingFileHandler | None = None
+
+    def open(self) -> None:
+        """Create the directory and the file (0700/0600) and attach the handler to root."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+        handler = _PrivateRotatingFileHandler(
+            self.path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
+        self._make(handler)
+        self.handler = handler
+        logging.getLogger().addHandler(handler)
+
+    def close(self) -> None:
+        """Detach and close the handler (its file is gone or unusable)."""
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    def problem(self) -> str | None:
+        """(heartbeat) Reopen the file if it was removed or replaced; what is wrong, if
+        anything. Cheap: a stat, an fstat and an access check."""
+        handler = self.handler
+        replaced = handler is not None and not self._same_file(handler)
+        if replaced:
+            self.close()  # what is written to a removed file is lost: open the path again
+        if self.handler is None:
+            try:
+                self.open()
+                if replaced:
+                    structlog.get_logger(__name__).warning("log.file_reopened", path=str(self.path))
+            except OSError as exc:
+                self.close()
+                if self.dir.exists() and not self.dir.is_dir():
+                    return f"cannot write the log file: {self.dir} is not a directory"
+                return f"cannot write the log file in {self.dir}: {_strerror(exc)}"
+        handler = self.handler
+        assert handler is not None
+        writable = os.access(self.dir, os.W_OK | os.X_OK, effective_ids=True)
+        if not writable:
+            handler.hold_rotation = True
+            return f"log directory {self.dir} is not writable: {LOG_FILE} is not rotated"
+        handler.hold_rotation = False  # retried with the next record past the size limit
+        return handler.write_error or handler.rotate_error
+
+    def _same_file(self, handler: _PrivateRotatingFileHandler) -> bool:
+        stream = handler.stream
+        if stream is None:
+            return True  # opened again by the next record
+        try:
+            st, fst = os.stat(self.path), os.fstat(stream.fileno())
+        except (OSError, ValueError):
+            return False
+        return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+_log_file: _LogFile | None = None
+
+
+def check_file() -> str | None:
+    """What is wrong with the daemon's log file now (``None``: nothing, or not a daemon).
+
+    Called on every heartbeat: a log file that was removed (its directory deleted by a
+    cleaner, say) is opened again; one that could not be opened is retried, and records
+    go to stderr meanwhile.
+    """
+    return _log_file.problem() if _log_file is not None else None
 
 
 def _under_journald(env: Mapping[str, str]) -> bool:
@@ -120,27 +240,20 @@ def configure(
         )
         return h
 
-    handlers = [handler(logging.StreamHandler(sys.stderr), stderr_renderer, stderr_level)]
-    problem = None
-    if mode == "daemon" and log_dir is not None:
-        try:
-            log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = log_dir / LOG_FILE
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
-            rotating = _PrivateRotatingFileHandler(
-                path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
-            )
-            handlers.append(
-                handler(rotating, structlog.processors.JSONRenderer(sort_keys=True), numeric)
-            )
-        except OSError as exc:
-            problem = f"cannot write the log file in {log_dir}: {exc.strerror or exc}"
+    global _log_file
     root = logging.getLogger()
     for old in root.handlers:
         old.close()
-    root.handlers[:] = handlers
+    root.handlers[:] = [handler(logging.StreamHandler(sys.stderr), stderr_renderer, stderr_level)]
     root.setLevel(numeric)
+    _log_file = None
+    problem = None
+    if mode == "daemon" and log_dir is not None:
+        _log_file = _LogFile(
+            log_dir,
+            lambda h: handler(h, structlog.processors.JSONRenderer(sort_keys=True), numeric),
+        )
+        problem = _log_file.problem()
     logging.getLogger("watchfiles").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -238,7 +238,7 @@ def _from_wire(wire: _Chunks) -> list[Chunk]:
     from sufd.sources import Record
     from sufd.store.ledger import PricedRecord
 
-    return [
+    chunks = [
         Chunk(
             records=[PricedRecord(Record(*fields), cost, kind) for fields, cost, kind in records],
             malformed=malformed,
@@ -247,6 +247,9 @@ def _from_wire(wire: _Chunks) -> list[Chunk]:
         )
         for end, state, records, malformed in wire
     ]
+    if chunks:
+        chunks[-1].final = True  # the whole file was parsed (see parse_lines)
+    return chunks
 
 
 def _record_fields() -> tuple[str, ...]:

@@ -90,12 +90,40 @@ class InstanceLock:
         """The locked descriptor (to keep open across a fork)."""
         return self._fd
 
+    def intact(self) -> bool:
+        """Whether ``path`` is still the file we hold locked (a tmp cleaner may remove it,
+        and then nothing stops a second daemon from starting)."""
+        if self._fd is None:
+            return True
+        try:
+            st, fst = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+    def restore(self) -> None:
+        """Lock a new file at ``path`` (with our pid) after the old one was removed.
+
+        Raises:
+            AlreadyRunning: another daemon started meanwhile and holds the new file.
+        """
+        old, self._fd = self._fd, None
+        try:
+            self.acquire()
+        except BaseException:
+            self._fd = old
+            raise
+        if old is not None:
+            os.close(old)
+
     def release(self) -> None:
-        """Drop the lock and remove the file (safe: we still hold it while unlinking)."""
+        """Drop the lock and remove the file (safe: we still hold it while unlinking), unless
+        the file at the path is no longer ours."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        if self.intact():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         os.close(self._fd)
         self._fd = None
 

@@ -6,7 +6,8 @@ which costs nothing while idle; elsewhere, and for polling, with watchfiles.
 Each :class:`RootWatcher` reports changed file paths to a callback and keeps its own state:
 ``watching``, ``missing`` (the directory does not exist yet; checked every heartbeat and
 picked up when it appears), ``polling`` (the OS watch limit was hit, or polling was asked
-for) or ``paused``. A root that is deleted and created again is detected by its identity
+for), ``failed`` (it cannot be watched, e.g. not readable: retried every 5 s, then caught up)
+or ``paused``. A root that is deleted and created again is detected by its identity
 (device, inode) on every heartbeat and watched anew, since the OS watch silently dies with
 the old directory.
 """
@@ -79,6 +80,7 @@ class RootWatcher:
         self._paused = asyncio.Event()
         self._flag: _StopFlag | None = None
         self._wakeup: asyncio.Event | None = None
+        self._failed = False  # the last attempt to watch failed: catch up once it works
 
     def describe(self) -> dict[str, object]:
         """The root's entry in ``sufctl status``."""
@@ -140,8 +142,15 @@ class RootWatcher:
         tree: inotify.InotifyTree | None = None
         try:
             tree = inotify.InotifyTree(self.root)
-            self.state, self.backend, self.error = "watching", "inotify", None
+            self.state, self.backend = "watching", "inotify"
+            self.error = _unreadable(tree)
             loop.add_reader(tree.fd, self._on_inotify, tree, wakeup)
+            if self._failed:
+                self._failed = False
+                log.info("watch.recovered", source=self.source, root=str(self.root))
+                # What was written while the root could not be watched (nor read).
+                if self._on_appeared is not None:
+                    self._on_appeared(self.source, self.root)
             replaced = False
             while not (stop.is_set() or wakeup.is_set()):
                 await _wait_any(stop, wakeup, HEARTBEAT_MS / 1000)
@@ -159,7 +168,8 @@ class RootWatcher:
         except FileNotFoundError:
             return
         except OSError as exc:
-            self.error = str(exc)
+            self.state, self.error = "failed", str(exc)
+            self._failed = True
             log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
             await _sleep_or_stop(stop, 5.0)
         finally:
@@ -196,6 +206,8 @@ class RootWatcher:
         if batch.root_gone:
             tree.root_gone = True
             wakeup.set()
+        if batch.new_dirs or self.error:
+            self.error = _unreadable(tree)
 
     def _fall_back_to_polling(self, exc: OSError) -> None:
         self._force_polling = True
@@ -255,6 +267,15 @@ class RootWatcher:
         # same inode number back (ext4), so _identity() alone cannot tell.
         p = Path(path)
         return self._owns(p) or (change == Change.deleted and p == self.root)
+
+
+def _unreadable(tree: inotify.InotifyTree) -> str | None:
+    """The status warning for directories of the tree that cannot be read, if any."""
+    if not tree.unreadable:
+        return None
+    first = min(tree.unreadable)
+    more = f" (and {len(tree.unreadable) - 1} more)" if len(tree.unreadable) > 1 else ""
+    return f"cannot read {first}: Permission denied{more}; its files are not ingested"
 
 
 def _backend(force_polling: bool) -> str:

@@ -122,6 +122,15 @@ def ledger_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return out
 
 
+def files_in_error(conn: sqlite3.Connection, limit: int = 5) -> tuple[list[tuple[str, str]], int]:
+    """Files on disk that could not be read last time (path, error), at most ``limit`` of
+    them, and how many there are in all."""
+    rows = conn.execute(
+        "SELECT path, error FROM files WHERE error IS NOT NULL AND gone = 0 ORDER BY path"
+    ).fetchall()
+    return [(str(p), str(e)) for p, e in rows[:limit]], len(rows)
+
+
 class History(NamedTuple):
     """How much of the ledger is still backed by a source file on disk."""
 
