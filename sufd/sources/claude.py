@@ -34,6 +34,10 @@ _NULL_FIELD = re.compile(
 )
 _SEMVER_PREFIX = re.compile(r"\d+\.\d+\.\d")
 _PROFILES = ("opus", "sonnet", "haiku", "glm")
+# Larger values are damage, not usage: they would overflow SQLite's 64-bit integers in the
+# ledger (or make its cost sums infinite) and fail the whole file.
+_MAX_TOKENS = 2**40
+_MAX_COST = 1e9
 
 
 class ClaudeCode(Source):
@@ -145,8 +149,8 @@ def _has_message_id(entry: dict[str, Any]) -> bool:
 def _uint(value: Any, name: str, *, required: bool = False) -> int:
     if value is None and not required:
         return 0
-    if type(value) is not int or value < 0:
-        raise Malformed(f"{name} is not a non-negative integer")
+    if type(value) is not int or not 0 <= value <= _MAX_TOKENS:
+        raise Malformed(f"{name} is not a non-negative integer up to 2**40")
     return value
 
 
@@ -174,8 +178,10 @@ def _record(entry: dict[str, Any], offset: int, ctx: FileContext) -> Record | No
     message_id = _opt_str(message.get("id"), "message.id")
     model = _opt_str(message.get("model"), "message.model")
     cost = entry["costUSD"]
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float)):
-        raise Malformed("costUSD is not a number")
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or abs(cost) > _MAX_COST
+    ):
+        raise Malformed("costUSD is not a number of at most 1e9")
     sidechain = entry["isSidechain"]
     if sidechain is not None and not isinstance(sidechain, bool):
         raise Malformed("isSidechain is not a boolean")

@@ -54,6 +54,12 @@ _TOKENS = ("tokensIn", "tokensOut", "cacheWrites", "cacheReads")
 _CWD = re.compile(r"# Current (?:Working|Workspace) Directory \((.+?)\) Files")
 _MODEL_TAG = re.compile(r"<model>\s*([^<]+?)\s*</model>")
 _COST_EPSILON = 1e-9
+# Larger values are not usage but damage: they would overflow SQLite's 64-bit integers in
+# the ledger (or its sums) and fail the whole file. A time after 2099 is damage too (reports
+# would walk millennia of days, or past year 9999).
+_MAX_TOKENS = 2**40
+_MAX_TS_MS = 4_102_444_799_999  # 2099-12-31T23:59:59.999Z
+_MAX_COST = 1e9  # USD per request
 Values = list[float]  # tokensIn, tokensOut, cacheWrites, cacheReads, cost (-1: none stored)
 
 
@@ -238,7 +244,7 @@ def _billable_rows(rows: list[Any]) -> tuple[list[Entry], str | None, dict[str, 
         if kind is None:
             continue
         ts = msg.get("ts")
-        if type(ts) is not int or ts <= 0:
+        if type(ts) is not int or not 0 < ts <= _MAX_TS_MS:
             bad[f"@{i}"] = "ts is not a positive integer"
             continue
         counts[ts] = counts.get(ts, 0) + 1
@@ -266,6 +272,8 @@ def _values(text: Any) -> tuple[Values, str | None]:
         value = info.get(name) or 0
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise Malformed(f"{name} is not a non-negative number")
+        if value > (_MAX_COST if name == "cost" else _MAX_TOKENS):
+            raise Malformed(f"{name} is out of range")
         out.append(int(value) if name != "cost" else float(value))
     if info.get("cost") is None:
         out[4] = -1.0

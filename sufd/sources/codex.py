@@ -36,6 +36,9 @@ FALLBACK_MODEL = "gpt-5"
 # cut-over is documented (formats.md §3.3); earlier reviewer events keep their own name and
 # are reported unpriced rather than guessed.
 _AUTO_REVIEW = (("2026-04-23", "gpt-5.5"),)
+# Larger counts are damage, not usage: they would overflow SQLite's 64-bit integers in the
+# ledger (or its sums) and fail the whole file.
+_MAX_TOKENS = 2**40
 
 
 class Codex(Source):
@@ -112,8 +115,8 @@ def _usage(raw: Any, name: str) -> dict[str, int] | None:
             if alias in raw and raw[alias] is not None:
                 value = raw[alias]
                 break
-        if type(value) is not int or value < 0:
-            raise Malformed(f"{name}.{aliases[0]} is not a non-negative integer")
+        if type(value) is not int or not 0 <= value <= _MAX_TOKENS:
+            raise Malformed(f"{name}.{aliases[0]} is not a non-negative integer up to 2**40")
         out[field] = value
     return out
 

@@ -70,6 +70,10 @@ FULL_EVERY_READS = 500
 FULL_EVERY_S = 6 * 3600.0
 CHUNK_ROWS = 64  # rows per read transaction: short even with 100 KB values
 BUSY_TIMEOUT_S = 0.05
+# Larger values are damage, not usage: they would overflow SQLite's 64-bit integers in the
+# ledger (or its sums) and fail the whole read. They count as missing.
+_MAX_TOKENS = 2**40
+_MAX_TS_MS = 4_102_444_799_999  # 2099-12-31T23:59:59.999Z: later is damage too
 _OWNED = ("state.vscdb", "state.vscdb-wal")
 _CLAUDE = re.compile(r"claude-(\d+)(?:\.(\d+))?-(opus|sonnet|haiku)")
 _JSON = "hex(substr(value, 1, 1)) = '7B'"  # skips NULL and binary values
@@ -299,6 +303,8 @@ def _connect(path: Path, *, immutable: bool) -> sqlite3.Connection:
     mode = "mode=ro&immutable=1" if immutable else "mode=ro"
     uri = f"file:{quote(str(path))}?{mode}"
     conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # A TEXT value that is not UTF-8 must not fail the whole read (sqlite3 raises on it).
+    conn.text_factory = _text
     try:
         conn.execute("PRAGMA query_only = ON")  # a connection setting, not a write
         return conn
@@ -348,7 +354,7 @@ def _composers(conn: sqlite3.Connection, cids: set[str]) -> dict[str, _Composer]
                 before[bid] = users
                 users = [*users, bid] if h.get("type") == 1 else []
         created, model = obj.get("createdAt"), _dict(obj.get("modelConfig")).get("modelName")
-        created = created if type(created) is int else None
+        created = created if type(created) is int and 0 <= created <= _MAX_TS_MS else None
         out[key[len("composerData:") :]] = _Composer(created, _str(model), before)
     return out
 
@@ -356,7 +362,7 @@ def _composers(conn: sqlite3.Connection, cids: set[str]) -> dict[str, _Composer]
 def _ts(obj: dict[str, Any]) -> int | None:
     if (ts := parse_timestamp_ms(obj.get("createdAt"))) is not None:
         return ts
-    return _count(_dict(obj.get("timingInfo")).get("clientRpcSendTime")) or None
+    return _count(_dict(obj.get("timingInfo")).get("clientRpcSendTime"), _MAX_TS_MS) or None
 
 
 def _loads(value: Any) -> dict[str, Any]:
@@ -382,9 +388,13 @@ def _chars(obj: dict[str, Any]) -> int:
     return len(text) if isinstance(text := obj.get("text"), str) else 0
 
 
-def _count(value: Any) -> int:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+def _count(value: Any, limit: int = _MAX_TOKENS) -> int:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= limit
     return int(value) if ok else 0
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
 
 
 def _price_name(model: str) -> str:

@@ -25,7 +25,8 @@ Rules, as ccusage 20.0.24 applies them (``adapter/gemini/parser.rs``, checked by
   valid timestamp gets the file's mtime (at the time sufd reads it).
 * Tokens: aliases ``input|prompt|input_tokens|prompt_tokens``, ``output|candidates|…``,
   ``cached|cached_tokens``, ``thoughts|reasoning|…``, ``tool|tool_tokens``, ``total`` (else
-  ``total_tokens``); any JSON number counts (negative → 0, fractions truncated). If
+  ``total_tokens``); any JSON number up to 2**40 counts (negative → 0, fractions truncated;
+  sufd only: a larger one is damage and counts as absent). If
   ``cached > 0`` and ``total == input + output + thoughts + tool`` the cached part is taken
   out of ``input``; otherwise ``input`` is kept and ``cached`` is added as cache reads. Tool
   tokens are added to input. Thoughts are priced as output (``extra_output``) and are not in
@@ -71,6 +72,9 @@ _OUTPUT = ("output", "candidates", "output_tokens", "candidates_tokens")
 _CACHED = ("cached", "cached_tokens")
 _THOUGHTS = ("thoughts", "reasoning", "thoughts_tokens", "reasoning_tokens")
 _TOOL = ("tool", "tool_tokens")
+# A larger count is damage, not usage: it would overflow SQLite's 64-bit integers in the
+# ledger (or its sums) and fail the whole file. It is read as "not a number".
+_MAX_TOKENS = 2**40
 
 Tier = tuple[int, float | None, float | None, float | None, float | None]
 # models.dev id → (input, output, cache_read, cache_write, (tier size, input, output,
@@ -549,8 +553,11 @@ def _first(record: Mapping[str, Any], keys: tuple[str, ...]) -> int:
 
 
 def _u64(value: Any) -> int | None:
-    """A JSON number as ccusage reads it (``as_f64``, negatives → 0, truncated)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A JSON number as ccusage reads it (``as_f64``, negatives → 0, truncated).
+
+    Above :data:`_MAX_TOKENS` it is not a number (ccusage would count it).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or value > _MAX_TOKENS:
         return None
     return int(max(float(value), 0.0))
 
@@ -585,7 +592,10 @@ def _record(e: _Event, project: str) -> Record:
 
 
 def _values(r: Record) -> tuple[Any, ...]:
-    return (r.ts_ms, r.session, r.model, r.input, r.output, r.cache_read, r.total, r.extra_output)
+    # Only what the ledger gives back for a stored event (its slot has no session, model or
+    # extra_output): comparing those made every re-read "replace" every event. A change of
+    # thoughts shows in ``reasoning``/``total``; a change of model only through the cost.
+    return (r.ts_ms, r.input, r.output, r.cache_read, r.reasoning, r.total)
 
 
 def _project(ctx: FileContext) -> str:

@@ -31,10 +31,11 @@ on a new file identity, and when the rowid sequence went backwards (VACUUM, rest
 
 Mapping, as ccusage 20.0.24 does it (checked by running it): input = ``tokens.input``, output
 = ``tokens.output``, cache write = ``tokens.cache.write``, cache read = ``tokens.cache.read``
-(only non-negative JSON integers count; anything else is 0); ``tokens.reasoning`` is priced as
-output (``extra_output``; formats.md says it is ignored — ccusage 20.0.24 counts it) and a
-``tokens.total`` above all parts adds the rest to output when output is 0, else to
-``extra_output``; ``totalTokens`` includes ``extra_output``. All-zero rows are skipped.
+(only non-negative JSON integers count, up to 2**40 in sufd; anything else is 0);
+``tokens.reasoning`` is priced as output (``extra_output``; formats.md says it is ignored —
+ccusage 20.0.24 counts it) and a ``tokens.total`` above all parts adds the rest to output
+when output is 0, else to ``extra_output``; ``totalTokens`` includes ``extra_output``.
+All-zero rows are skipped.
 
 * OpenCode: ``modelID`` and ``providerID`` must be non-empty; any role; timestamp =
   ``time.created`` when it is a non-negative integer, else 0 (1970-01-01, as ccusage);
@@ -87,6 +88,11 @@ _CHANNEL_DB = re.compile(r"opencode-[A-Za-z0-9_-]*\.db")
 _ALIASES = {"gemini-3-pro-high": "gemini-3-pro-preview", "k2p6": "kimi-k2.6"}
 _CLAUDE_FAMILIES = ("claude-haiku-", "claude-opus-", "claude-sonnet-")
 _SEP = "\x1f"
+# Larger values are damage, not usage: they would overflow SQLite's 64-bit integers (or
+# make the ledger's sums infinite) and fail the whole file. They count as invalid.
+_MAX_TOKENS = 2**40
+_MAX_TS_MS = 4_102_444_799_999  # 2099-12-31T23:59:59.999Z: later is damage too
+_MAX_COST = 1e9
 
 
 class OpenCode(Source):
@@ -213,7 +219,10 @@ class OpenCode(Source):
                     _collect(rows, conn, " AND time_updated >= ?", (since,))
             max_updated = int(old.get("max_updated", 0))
             if updated:
-                (mu,) = q("SELECT max(time_updated) FROM message").fetchone()
+                # Only integers: a text or real value would break the watermark in the state.
+                (mu,) = q(
+                    "SELECT max(time_updated) FROM message WHERE typeof(time_updated) = 'integer'"
+                ).fetchone()
                 max_updated = int(mu or 0)
         records, pending_ids = self._records(rows, ctx, now)
         ctx.state.clear()
@@ -291,11 +300,11 @@ class OpenCode(Source):
     def timestamp(self, value: dict[str, Any]) -> int | None:
         """``time.created`` if a non-negative integer, else 0 (ccusage dates it 1970-01-01)."""
         created = _get(value.get("time"), "created")
-        return created if type(created) is int and created >= 0 else 0
+        return created if type(created) is int and 0 <= created <= _MAX_TS_MS else 0
 
     def stored_cost(self, cost: Any) -> float | None:
         """A stored cost is used only when it is a number > 0."""
-        ok = isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0
+        ok = isinstance(cost, int | float) and not isinstance(cost, bool) and 0 < cost <= _MAX_COST
         return float(cost) if ok else None
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
@@ -352,11 +361,11 @@ class KiloCli(OpenCode):
     def timestamp(self, value: dict[str, Any]) -> int | None:
         """``time.created`` must be a non-negative integer, else the message is dropped."""
         created = _get(value.get("time"), "created")
-        return created if type(created) is int and created >= 0 else None
+        return created if type(created) is int and 0 <= created <= _MAX_TS_MS else None
 
     def stored_cost(self, cost: Any) -> float | None:
         """Any numeric stored cost is used, 0 and negative ones included."""
-        ok = isinstance(cost, int | float) and not isinstance(cost, bool)
+        ok = isinstance(cost, int | float) and not isinstance(cost, bool) and abs(cost) <= _MAX_COST
         return float(cost) if ok else None
 
 
@@ -444,6 +453,8 @@ def _probe(path: Path) -> list[Any]:
 def _connect(path: Path) -> sqlite3.Connection:
     uri = f"file:{quote(str(path))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # A TEXT value that is not UTF-8 must not fail the whole read (sqlite3 raises on it).
+    conn.text_factory = _text
     try:
         conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -458,15 +469,17 @@ def _in_message_store(path: Path) -> bool:
 
 
 def _values(r: Record) -> tuple[Any, ...]:
+    # Only what the ledger gives back for a stored event (its slot has no model, extra_output
+    # or stored cost): comparing those made every re-read "replace" every event. A changed
+    # stored cost shows in the cost, extra output in ``total``; a model only through the cost.
     return (
         r.ts_ms,
-        r.model,
         r.input,
         r.output,
         r.cache_write_5m,
         r.cache_read,
-        r.extra_output,
-        r.stored_cost,
+        r.reasoning,
+        r.total,
     )
 
 
@@ -484,11 +497,15 @@ def _project(path: Any, default: str) -> str:
 
 def _u64(value: Any) -> int:
     """A token count as ccusage reads it: non-negative JSON integers only, else 0."""
-    return value if type(value) is int and value >= 0 else 0
+    return value if type(value) is int and 0 <= value <= _MAX_TOKENS else 0
 
 
 def _str(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
 
 
 def _dict(value: Any) -> dict[str, Any]:
