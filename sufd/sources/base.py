@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -179,7 +180,12 @@ class Source(ABC):
         found: list[str] = []
         _walk(str(root), self.suffixes, found)
         for name in sorted(found, key=lambda s: s.split(os.sep)):
-            path = Path(name)
+            path = _PATHS.get(name)
+            if path is None:
+                if len(_PATHS) >= _MAX_LISTINGS:
+                    _PATHS.clear()
+                # The same Path object every sweep: parsing and str() are paid once.
+                path = _PATHS[name] = Path(name)
             if self.owns(path) and self.target(path) == path:
                 yield path
 
@@ -286,6 +292,7 @@ def parse_timestamp_ms(value: object) -> int | None:
 
 
 _HOURS: dict[tuple[str, str], int | None] = {}
+_MIN_YEAR, _MAX_YEAR = 1970, 2099
 
 
 def _hour_ms(prefix: str, zone: str) -> int | None:
@@ -297,7 +304,8 @@ def _hour_ms(prefix: str, zone: str) -> int | None:
         _HOURS.clear()
     try:
         dt = datetime.fromisoformat(prefix + ":00:00" + ("+00:00" if zone == "Z" else zone))
-        found: int | None = _ms(dt)
+        # Outside these years a date is damage, not usage: reports would have to span it.
+        found: int | None = _ms(dt) if _MIN_YEAR <= dt.year <= _MAX_YEAR else None
     except ValueError:
         found = None
     _HOURS[key] = found
@@ -331,18 +339,42 @@ def _walk(top: str, suffixes: tuple[str, ...], out: list[str]) -> None:
     """Paths below ``top`` whose names end with ``suffixes``; symlinked dirs are not entered.
 
     Directories with such names are listed too, so one named like a transcript is reported
-    rather than passed over.
+    rather than passed over. A directory's listing is reused while its mtime stays the same
+    (adding, removing or renaming an entry changes it), so a sweep of an unchanged tree
+    costs one ``stat`` per directory rather than a full read of it.
     """
     try:
-        entries = list(os.scandir(top))
+        mtime = os.stat(top).st_mtime_ns
     except OSError:
         return  # vanished or unreadable meanwhile: the next sweep or the watcher sees it
-    for entry in entries:
-        if entry.name.endswith(suffixes):
-            out.append(entry.path)
+    key = (top, suffixes)
+    cached = _LISTINGS.get(key)
+    # A directory changed within the last seconds may change again within the same mtime
+    # tick (coarse on some filesystems): list it again until it has been quiet for a while.
+    if cached is None or cached[0] != mtime or time.time_ns() - mtime < _QUIET_NS:
         try:
-            is_dir = entry.is_dir(follow_symlinks=False)
+            entries = list(os.scandir(top))
         except OSError:
-            continue
-        if is_dir:
-            _walk(entry.path, suffixes, out)
+            _LISTINGS.pop(key, None)
+            return
+        names = [e.path for e in entries if e.name.endswith(suffixes)]
+        subdirs = [e.path for e in entries if _is_dir(e)]
+        if len(_LISTINGS) >= _MAX_LISTINGS:
+            _LISTINGS.clear()
+        cached = _LISTINGS[key] = (mtime, names, subdirs)
+    out += cached[1]
+    for sub in cached[2]:
+        _walk(sub, suffixes, out)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+_LISTINGS: dict[tuple[str, tuple[str, ...]], tuple[int, list[str], list[str]]] = {}
+_PATHS: dict[str, Path] = {}
+_MAX_LISTINGS = 100_000
+_QUIET_NS = 2_000_000_000
