@@ -47,6 +47,7 @@ HEARTBEAT_S = 1.0
 SETTLE_S = 0.03
 WATCH_STEP_MS = 25
 TAIL_QUEUE = 2000
+READ_CACHE_KIB = 256
 # A change batch reads one file for at most this long before the other changed files get
 # their turn (a transcript grown by gigabytes is read over several cycles).
 FILE_SLICE_S = 0.25
@@ -572,6 +573,9 @@ class Daemon:
             with contextlib.suppress(sqlite3.Error):
                 self._read_conn.close()
         self._read_conn = open_readonly(self.settings.paths.db)
+        # Status and statusline read a few aggregate rows: a small page cache bounds what this
+        # long-lived connection keeps (SQLite's default would grow it to 2 MB).
+        self._read_conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
         self._read_broken = False
         if rebuilt is not None:
             self._rebuilt(rebuilt[0], "rebuilt from the source files", rebuilt[1], found)

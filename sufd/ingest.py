@@ -313,10 +313,7 @@ class Ingestor:
         gone = [
             c
             for p, c in self._cursors.items()
-            if p not in seen
-            and not c.gone
-            and (only is None or c.source in only)
-            and _vanished(p)
+            if p not in seen and not c.gone and (only is None or c.source in only) and _vanished(p)
         ]
         if gone:
             self.ledger.mark_gone([c.file_id for c in gone])
@@ -459,6 +456,17 @@ class Ingestor:
             self._cursors = None
             raise
         except Exception as exc:  # the ingest boundary: foreign input must not stop the loop
+            if isinstance(exc, FileNotFoundError) and _vanished(path):
+                # Moved or deleted after the change was seen: not an error; its events stay.
+                log.info("ingest.file_vanished", path=str(path), source=source.name)
+                try:
+                    cursors.pop(str(path), None)
+                    cursors.update(self.ledger.cursors(str(path)))
+                    with _ledger_write():
+                        self._mark_gone(path)
+                except Exception as store_exc:
+                    log.error("ingest.mark_gone_failed", path=str(path), error=_describe(store_exc))
+                return result
             result.error = _describe(exc)
             log.warning(
                 "ingest.file_failed", path=str(path), source=source.name, error=result.error

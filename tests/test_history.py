@@ -510,3 +510,40 @@ def test_upgrade_fills_the_per_file_tallies_of_an_existing_ledger(tmp_path: Path
     assert {p: n for p, n, _ in rows} == {p: len(evs) for p, evs in by_file.items()}
     for path, _, cost in rows:
         assert math.isclose(cost, sum(e.cost for e in by_file[path]), rel_tol=1e-9), path
+
+
+def test_a_file_gone_before_it_is_read_is_flagged_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the soak found: a change (or a sweep) lists a file, the agent moves it away
+    before it is read. That is a deletion, not an error: no ``files.error``, the file is
+    flagged gone, its events stay."""
+    from sufd.ingest import Ingestor
+    from sufd.prices import PriceTable
+    from sufd.settings import load
+    from sufd.sources import SOURCES
+    from sufd.store.ledger import Ledger
+
+    env = make_env(tmp_path)
+    for key, value in env.env.items():
+        monkeypatch.setenv(key, value)
+    root = env.home / ".claude" / "projects"
+    path = root / "-home-dev-proj" / "s1.jsonl"
+    path.parent.mkdir(parents=True)
+    line, _ = ClaudeSession("s1").assistant(1, input=10, output=5)
+    path.write_bytes(line + b"\n")
+    settings = load(None)
+    prices = PriceTable.bundled()
+    conn = open_store(settings.paths.db)
+    try:
+        ingestor = Ingestor(settings, Ledger(conn, price_version=prices.version), prices)
+        assert ingestor.ingest_all().inserted == 1
+        path.write_bytes(line + b"\n" + line + b"\n")  # changed: it will be read again...
+        path.unlink()  # ...but it is gone by then
+        result = ingestor.ingest_file(SOURCES["claude"], root, path)
+        assert result.error is None
+        row = conn.execute("SELECT gone, error FROM files WHERE path = ?", (str(path),)).fetchone()
+        assert tuple(row) == (1, None)
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    finally:
+        conn.close()
