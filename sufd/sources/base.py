@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "Pricing",
     "Record",
     "Source",
+    "database_signature",
     "looks_like_object",
     "parse_timestamp_ms",
     "short_hash",
@@ -320,6 +322,27 @@ def _ms(dt: datetime) -> int:
     # timestamp() is a float; rebuild exactly from the integer parts.
     seconds = int(dt.replace(microsecond=0).timestamp())
     return seconds * 1000 + dt.microsecond // 1000
+
+
+def database_signature(path: Path) -> tuple[list[Any], bool]:
+    """What changes when an SQLite database is written, read without opening it in SQLite.
+
+    The file's identity, size and mtime, its header's change counter, the ``-wal`` file's
+    size and mtime, and the start of the ``-shm`` index. Also whether the database is in WAL
+    mode with no ``-wal`` beside it (checkpointed and closed by its owner).
+    """
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        head = f.read(100)
+    sig: list[Any] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, head[24:28].hex()]
+    try:
+        wal = os.stat(f"{path}-wal")
+        sig += [wal.st_size, wal.st_mtime_ns]
+    except FileNotFoundError:
+        sig += [None, None]
+    with contextlib.suppress(OSError), open(f"{path}-shm", "rb") as f:
+        sig.append(f.read(48).hex())
+    return sig, head[18:20] == b"\x02\x02" and sig[5] is None
 
 
 def looks_like_object(line: bytes) -> bool:

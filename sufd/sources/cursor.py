@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import sqlite3
 import sys
@@ -59,7 +58,13 @@ import orjson
 from sufd.errors import SourceError
 from sufd.prices import PriceTable
 from sufd.settings import Settings
-from sufd.sources.base import FileContext, Record, Source, parse_timestamp_ms
+from sufd.sources.base import (
+    FileContext,
+    Record,
+    Source,
+    database_signature,
+    parse_timestamp_ms,
+)
 
 __all__ = ["AUTO_MODEL", "FALLBACK_PRICE_MODEL", "PLATFORM", "Cursor"]
 
@@ -139,7 +144,7 @@ class Cursor(Source):
 
     def read_database(self, path: Path, ctx: FileContext) -> list[Record] | None:
         """Assistant bubbles new or changed since the watermark (see the module docstring)."""
-        sig, checkpointed = _probe(path)
+        sig, checkpointed = database_signature(path)
         failed = str(path) in self._failed
         if sig == ctx.state.get("sig") and not failed:
             return None
@@ -177,7 +182,7 @@ class Cursor(Source):
                 or now - float(old.get("full_at", 0)) >= FULL_EVERY_S
             )
             records = self._records(conn, path, *_scan(conn, 0 if full else hwm, end))
-        if ckpt and _probe(path)[0][:4] != sig[:4]:
+        if ckpt and database_signature(path)[0][:4] != sig[:4]:
             raise SourceError(f"{path.name}: changed while read without its WAL; will retry")
         ctx.state.clear()
         ctx.state.update(sig=sig, ident=sig[:2], hwm=end, hwm_key=end_key)
@@ -250,7 +255,7 @@ class Cursor(Source):
         return known()
 
     def _refresh_workspace(self, d: Path) -> None:
-        sig, ckpt = _probe(d / "state.vscdb")
+        sig, ckpt = database_signature(d / "state.vscdb")
         sig.append((d / "workspace.json").stat().st_mtime_ns)
         if d in self._workspaces and self._workspaces[d][0] == sig:
             return
@@ -281,22 +286,6 @@ class Cursor(Source):
 
 def _values(r: Record) -> tuple[int, ...]:
     return (r.ts_ms, r.input, r.output, r.cache_write_5m, r.cache_write_1h, r.cache_read, r.total)
-
-
-def _probe(path: Path) -> tuple[list[Any], bool]:
-    """The change signature (no SQLite open); and whether it is WAL-mode without a ``-wal``."""
-    st = os.stat(path)
-    with open(path, "rb") as f:
-        head = f.read(100)
-    sig: list[Any] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, head[24:28].hex()]
-    try:
-        wal = os.stat(f"{path}-wal")
-        sig += [wal.st_size, wal.st_mtime_ns]
-    except FileNotFoundError:
-        sig += [None, None]
-    with contextlib.suppress(OSError), open(f"{path}-shm", "rb") as f:
-        sig.append(f.read(48).hex())
-    return sig, head[18:20] == b"\x02\x02" and sig[5] is None
 
 
 def _connect(path: Path, *, immutable: bool) -> sqlite3.Connection:

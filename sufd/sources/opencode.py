@@ -74,7 +74,7 @@ import orjson
 from sufd.errors import SourceError
 from sufd.prices import PriceTable, anthropic_cost
 from sufd.settings import Settings
-from sufd.sources.base import FileContext, Record, Source
+from sufd.sources.base import FileContext, Record, Source, database_signature
 from sufd.sources.gemini import find_price
 
 __all__ = ["PENDING_MAX_AGE_MS", "SWEEP_EVERY_S", "KiloCli", "OpenCode", "candidates"]
@@ -158,7 +158,7 @@ class OpenCode(Source):
             return self._read_json(path, ctx)
         if self.database(path.parent) != path:
             return None  # a channel db shadowed by the main one: ccusage ignores it
-        sig = _probe(path)
+        sig, _ = database_signature(path)
         if sig == ctx.state.get("sig"):
             return None
         try:
@@ -433,21 +433,6 @@ def _unfinished(value: dict[str, Any], now: float) -> bool:
         return False
     created = time_info.get("created")
     return isinstance(created, int | float) and now * 1000 - created < PENDING_MAX_AGE_MS
-
-
-def _probe(path: Path) -> list[Any]:
-    st = os.stat(path)
-    with open(path, "rb") as f:
-        head = f.read(100)
-    sig: list[Any] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, head[24:28].hex()]
-    try:
-        wal = os.stat(f"{path}-wal")
-        sig += [wal.st_size, wal.st_mtime_ns]
-    except FileNotFoundError:
-        sig += [None, None]
-    with contextlib.suppress(OSError), open(f"{path}-shm", "rb") as f:
-        sig.append(f.read(48).hex())
-    return sig
 
 
 def _connect(path: Path) -> sqlite3.Connection:
