@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from sufd.prices import PriceTable, anthropic_cost, openai_cost
+from sufd.prices import ModelPrice, PriceTable, anthropic_cost, openai_cost
 from sufd.settings import Settings
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "Pricing",
     "Record",
     "Source",
+    "cost_at",
     "database_signature",
     "looks_like_object",
     "parse_timestamp_ms",
@@ -236,23 +237,7 @@ class Source(ABC):
         price = prices.lookup(rec.price_model)
         if price is None:
             return None
-        if rec.pricing == "anthropic":
-            return anthropic_cost(
-                price,
-                input=rec.input,
-                output=rec.output + rec.extra_output,
-                cache_write_5m=rec.cache_write_5m,
-                cache_write_1h=rec.cache_write_1h,
-                cache_read=rec.cache_read,
-                fast=rec.fast,
-            )
-        return openai_cost(
-            price,
-            input=rec.input + rec.cache_read,
-            cached=rec.cache_read,
-            output=rec.output + rec.extra_output,
-            fast=rec.fast,
-        )
+        return cost_at(price, rec)
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
         """Whether ``new`` replaces ``old`` when both claim the same event slot."""
@@ -322,6 +307,28 @@ def _ms(dt: datetime) -> int:
     # timestamp() is a float; rebuild exactly from the integer parts.
     seconds = int(dt.replace(microsecond=0).timestamp())
     return seconds * 1000 + dt.microsecond // 1000
+
+
+def cost_at(price: ModelPrice, rec: Record) -> float:
+    """A record's cost at ``price``: ccusage's Anthropic-shaped formula (``pricing="anthropic"``)
+    or its OpenAI formula (``pricing="openai"``); ``extra_output`` is priced as output."""
+    if rec.pricing == "anthropic":
+        return anthropic_cost(
+            price,
+            input=rec.input,
+            output=rec.output + rec.extra_output,
+            cache_write_5m=rec.cache_write_5m,
+            cache_write_1h=rec.cache_write_1h,
+            cache_read=rec.cache_read,
+            fast=rec.fast,
+        )
+    return openai_cost(
+        price,
+        input=rec.input + rec.cache_read,
+        cached=rec.cache_read,
+        output=rec.output + rec.extra_output,
+        fast=rec.fast,
+    )
 
 
 def database_signature(path: Path) -> tuple[list[Any], bool]:

@@ -59,9 +59,16 @@ from typing import Any
 
 import orjson
 
-from sufd.prices import ModelPrice, PriceTable, anthropic_cost
+from sufd.prices import ModelPrice, PriceTable
 from sufd.settings import Settings
-from sufd.sources.base import FileContext, Malformed, Record, Source, parse_timestamp_ms
+from sufd.sources.base import (
+    FileContext,
+    Malformed,
+    Record,
+    Source,
+    cost_at,
+    parse_timestamp_ms,
+)
 
 __all__ = ["MODELS_DEV", "PREFIXES", "GeminiCli", "find_price", "models_dev_price"]
 
@@ -298,25 +305,13 @@ class GeminiCli(Source):
         for candidate in gemini_candidates(rec.model):
             price = find_price(candidate, prices)
             if price is not None:
-                return _cost(price, rec)
+                return cost_at(price, rec)  # Gemini records are never 'fast'
         return None
 
 
 def gemini_candidates(model: str) -> list[str]:
     """``google/M``, ``gemini/M``, ``vertex_ai/M``, ``openrouter/google/M``, ``M`` (deduped)."""
     return list(dict.fromkeys([*(f"{p}/{model}" for p in PREFIXES), model]))
-
-
-def _cost(price: ModelPrice, rec: Record) -> float:
-    return anthropic_cost(
-        price,
-        input=rec.input,
-        output=rec.output + rec.extra_output,
-        cache_write_5m=rec.cache_write_5m,
-        cache_write_1h=rec.cache_write_1h,
-        cache_read=rec.cache_read,
-        fast=False,
-    )
 
 
 # -- ccusage's price lookup: embedded LiteLLM table, then the embedded models.dev snapshot ---
