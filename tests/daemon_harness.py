@@ -225,6 +225,8 @@ class Harness:
         self.db = self.env.db
         self.notify = NotifyListener(self.short / "notify.sock")
         self.daemon_env: dict[str, str] = {}
+        # Put before the interpreter in the daemon's argv (a launcher that execs, same pid).
+        self.launcher: list[str] = []
         self.daemons: list[DaemonProcess] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -244,7 +246,7 @@ class Harness:
         out, err = self.tmp / f"daemon-{n}.stdout", self.tmp / f"daemon-{n}.stderr"
         with out.open("wb") as fo, err.open("wb") as fe:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sufd", "run", "--foreground", *args],
+                [*self.launcher, sys.executable, "-m", "sufd", "run", "--foreground", *args],
                 env=self.command_env(env),
                 stdin=subprocess.DEVNULL,
                 stdout=fo,

@@ -70,10 +70,8 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,34 +95,14 @@ pytestmark = pytest.mark.integration
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
 
 
-class UnprivilegedHarness(Harness):
-    """A :class:`Harness` whose daemon is subject to file modes (see the module docstring)."""
-
-    def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> DaemonProcess:
-        """Like :meth:`Harness.spawn`, under ``setpriv`` (which execs: same pid)."""
-        n = len(self.daemons)
-        out, err = self.tmp / f"daemon-{n}.stdout", self.tmp / f"daemon-{n}.stderr"
-        with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen(
-                [*NO_DAC, sys.executable, "-m", "sufd", "run", "--foreground", *args],
-                env=self.command_env(env),
-                stdin=subprocess.DEVNULL,
-                stdout=fo,
-                stderr=fe,
-                start_new_session=True,
-            )
-        daemon = DaemonProcess(proc, out, err, time.monotonic())
-        self.daemons.append(daemon)
-        return daemon
-
-
 @pytest.fixture(name="unprivileged")
 def unprivileged_fixture(tmp_path: Path) -> Iterator[Harness]:
     """A harness whose daemon cannot override file modes."""
     if os.geteuid() != 0:
         h = Harness(tmp_path)  # file modes apply to it already
     elif shutil.which("setpriv") is not None:
-        h = UnprivilegedHarness(tmp_path)
+        h = Harness(tmp_path)
+        h.launcher = NO_DAC  # setpriv execs the daemon: same pid, subject to file modes
     else:
         pytest.skip("running as root without setpriv: the daemon would ignore file modes")
     try:
