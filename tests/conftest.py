@@ -66,6 +66,24 @@ class SufdEnv:
         return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
 
 
+def fresh_ledger_env(env: SufdEnv, base: Path) -> SufdEnv:
+    """The same HOME with new, empty XDG dirs under ``base``: where a one-shot ``sufd ingest``
+    builds a reference ledger of the same files."""
+    out = dict(env.env)
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("XDG_DATA_HOME", "xdg-data"),
+        ("XDG_STATE_HOME", "xdg-state"),
+        ("XDG_CACHE_HOME", "xdg-cache"),
+        ("XDG_RUNTIME_DIR", "run"),
+    ):
+        (base / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
+        out[var] = str(base / sub)
+    ref = SufdEnv(env.home, out)
+    assert ref.db != env.db
+    return ref
+
+
 def make_env(base: Path, extra: Mapping[str, str] | None = None) -> SufdEnv:
     home = base / "home"
     home.mkdir(parents=True, exist_ok=True)

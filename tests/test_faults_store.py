@@ -65,7 +65,7 @@ from sufd.store import open_store
 from sufd.store.health import WAL_LIMIT_BYTES, Fault, StoreFault, diagnose
 from sufd.store.ledger import Ledger
 from tests.chaos.ledger_compare import compare_ledgers
-from tests.conftest import SufdEnv
+from tests.conftest import SufdEnv, fresh_ledger_env
 from tests.daemon_harness import (
     ClaudeSession,
     CodexSession,
@@ -152,19 +152,7 @@ def _status_json(h: Harness) -> dict[str, Any]:
 
 def _reference(h: Harness) -> SufdEnv:
     """A fresh ledger of the same HOME made by one ``sufd ingest`` (new XDG dirs)."""
-    base = h.tmp / "reference"
-    env = dict(h.env.env)
-    for var, sub in (
-        ("XDG_CONFIG_HOME", "xdg-config"),
-        ("XDG_DATA_HOME", "xdg-data"),
-        ("XDG_STATE_HOME", "xdg-state"),
-        ("XDG_CACHE_HOME", "xdg-cache"),
-        ("XDG_RUNTIME_DIR", "run"),
-    ):
-        (base / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
-        env[var] = str(base / sub)
-    ref = SufdEnv(h.home, env)
-    assert ref.db != h.db
+    ref = fresh_ledger_env(h.env, h.tmp / "reference")
     ref.run("ingest", "--quiet", timeout=120)
     return ref
 

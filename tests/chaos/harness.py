@@ -69,7 +69,7 @@ from sufd import client
 from sufd.errors import ControlError
 from sufd.sources import SOURCES
 from tests.chaos.ledger_compare import Comparison, compare_ledgers
-from tests.conftest import REPO, SufdEnv
+from tests.conftest import REPO, SufdEnv, fresh_ledger_env
 from tests.corpus import generate_to_size
 from tests.daemon_harness import DaemonProcess, Harness
 
@@ -1024,19 +1024,7 @@ class _Campaign:
     def reference(self) -> SufdEnv:
         """A fresh ledger of the same HOME by one ``sufd ingest`` (new XDG dirs)."""
         t0 = time.monotonic()
-        base = self.workdir / "reference"
-        env = dict(self.h.env.env)
-        for var, sub in (
-            ("XDG_CONFIG_HOME", "xdg-config"),
-            ("XDG_DATA_HOME", "xdg-data"),
-            ("XDG_STATE_HOME", "xdg-state"),
-            ("XDG_CACHE_HOME", "xdg-cache"),
-            ("XDG_RUNTIME_DIR", "run"),
-        ):
-            (base / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
-            env[var] = str(base / sub)
-        ref = SufdEnv(self.h.home, env)
-        assert ref.db != self.h.db
+        ref = fresh_ledger_env(self.h.env, self.workdir / "reference")
         proc = ref.run("ingest", "--json", timeout=1800)
         summary = json.loads(proc.stdout)
         self.report.reference = {
