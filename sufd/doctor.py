@@ -45,6 +45,8 @@ def _writable(name: str, path: Path) -> Check:
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if not probe.is_dir():
+        return Check("fail", name, f"{path} cannot be created: {probe} is not a directory")
     if os.access(probe, os.W_OK):
         return Check(
             "ok", name, f"{path} is writable" + ("" if path.exists() else " (will be created)")

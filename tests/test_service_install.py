@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from sufd import client
+from sufd import client, doctor
+from sufd.errors import SufdError
 from sufd.runtime import read_lock_pid
 from sufd.service import install as flows
 from sufd.service.managers import Launchd, SystemdUser, for_platform
@@ -354,6 +355,67 @@ def test_linger_failure_prints_the_sudo_command(linux: Machine) -> None:
     assert "Access denied" in out
 
 
+def test_install_adds_paths_to_an_existing_config(linux: Machine) -> None:
+    """A config the user wrote before `sufd install` keeps its settings, gains every
+    resolved path, and the previous text is kept as config.toml.bak."""
+    linux.fake.systemd_unreachable()
+    paths = linux.paths()
+    original = '[report]\ntimezone = "Europe/Berlin"\n'
+    paths["config"].parent.mkdir(parents=True)
+    paths["config"].write_text(original)
+    out = linux.sufd("install", "--no-start").stdout
+    text = paths["config"].read_text()
+    assert 'timezone = "Europe/Berlin"' in text
+    for key in ("data_dir", "db", "state_dir", "log_dir", "runtime_dir"):
+        assert f'{key} = "{paths[key]}"' in text, key
+    assert paths["config"].with_name("config.toml.bak").read_text() == original
+    assert "(previous file kept as config.toml.bak)" in out
+    assert stat.S_IMODE(paths["config"].stat().st_mode) == 0o600
+
+
+def test_unit_is_replaced_atomically(
+    isolated: SufdEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process, with a fake `systemctl` that cannot reach a user bus (none here), so only
+    the files are written. A failed write leaves the old unit whole and no temporary file
+    behind; a successful one swaps in a new file (new inode) instead of rewriting the old one
+    in place, so a reader (systemd's daemon-reload) never sees a half-written unit."""
+    fake = FakeBin(tmp_path / "bin", "systemctl", "loginctl")
+    fake.systemd_unreachable()
+    monkeypatch.setenv("PATH", f"{fake.bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("USER", USER)
+    settings = load_settings()
+    unit = SystemdUser(Runner(), settings.env, settings.home).unit_path
+    out: list[str] = []
+
+    def install() -> int:
+        runner = Runner(echo=out.append)
+        return flows.install(settings, platform="linux", runner=runner, echo=runner.echo)
+
+    assert install() == 0
+    current = unit.read_text()
+    older = re.sub(r"\(sufd [^)]+\)", "(sufd 0.0.1)", current, count=1)
+    unit.write_text(older)
+    inode = unit.stat().st_ino
+
+    def disk_full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            install()
+    assert unit.read_text() == older
+    assert sorted(p.name for p in unit.parent.iterdir()) == [unit.name]
+
+    with unit.open() as reader:  # what a reader holding the old file sees
+        assert install() == 0
+        assert reader.read() == older
+    assert unit.read_text() == current
+    assert unit.stat().st_ino != inode
+    assert sorted(p.name for p in unit.parent.iterdir()) == [unit.name]
+
+
 # -- Linux: start / stop / restart through the service manager ---------------------------
 
 
@@ -421,6 +483,60 @@ def test_doctor_json(linux: Machine) -> None:
     checks = json.loads(proc.stdout)
     assert all(set(c) == {"status", "name", "detail"} for c in checks), checks
     assert {c["name"]: c["status"] for c in checks}["service"] == "warn"
+
+
+def doctor_checks(**kw: Any) -> dict[str, tuple[str, str]]:
+    """``run_checks`` in-process for the ``isolated`` user (no unit is installed, so no
+    service manager is asked anything): ``{name: (status, detail)}``."""
+    checks = doctor.run_checks(load_settings(), platform="linux", runner=Runner(), **kw)
+    return {c.name: (c.status, c.detail) for c in checks}
+
+
+def test_doctor_fails_an_unsafe_runtime_dir(isolated: SufdEnv) -> None:
+    runtime = load_settings().paths.runtime_dir
+    runtime.mkdir(mode=0o755)
+    runtime.chmod(0o755)  # whatever the umask
+    status, detail = doctor_checks()["runtime dir"]
+    assert status == "fail" and f"chmod 700 {runtime}" in detail, detail
+    runtime.chmod(0o700)
+    assert doctor_checks()["runtime dir"][0] == "ok"
+
+
+def test_doctor_reports_roots_per_source(isolated: SufdEnv) -> None:
+    claude = isolated.home / ".claude" / "projects"
+    claude.mkdir(parents=True)
+    found = doctor_checks()
+    assert found["roots claude"] == ("ok", str(claude)), found
+    assert found["roots codex"][0] == "warn" and "no log directory" in found["roots codex"][1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux-only")
+def test_doctor_compares_watched_dirs_with_the_inotify_limit(
+    isolated: SufdEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated.home / ".claude" / "projects" / "a" / "b").mkdir(parents=True)
+    (isolated.home / ".codex" / "sessions").mkdir(parents=True)
+    real = Path("/proc/sys/fs/inotify/max_user_watches")
+    assert real.exists(), "inotify limits are in /proc on Linux"
+    status, detail = doctor_checks()["watch limits"]
+    assert status == "ok" and detail.startswith("4 directories to watch"), detail
+    # A lower limit than the kernel's: the only way to reach the warning without root-owned
+    # sysctls. doctor reads the limit through sufd.doctor.Path; point that one file elsewhere.
+    limit = tmp_path / "max_user_watches"
+    limit.write_text("4\n")
+    monkeypatch.setattr(doctor, "Path", lambda p: limit if Path(p) == real else Path(p))
+    status, detail = doctor_checks()["watch limits"]
+    assert status == "warn", detail
+    assert "4 directories to watch, limit 4" in detail and "max_user_watches" in detail
+
+
+def test_doctor_fails_a_dir_under_a_regular_file(
+    isolated: SufdEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("SUFD_DATA_DIR", str(blocker / "data"))
+    assert doctor_checks()["data dir"][0] == "fail"
 
 
 # -- Linux: uninstall --------------------------------------------------------------------
@@ -663,3 +779,61 @@ def test_mac_uninstall_boots_out_and_removes_the_plist(mac: Mac) -> None:
     ]
     assert not mac.plist.exists()
     assert not pid_alive(pid or 0)
+
+
+def test_mac_dry_run_changes_nothing(mac: Mac, tmp_path: Path) -> None:
+    def state() -> dict[str, tuple[Any, ...]]:
+        return {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("bin")}
+
+    before = state()
+    runner = Runner(dry_run=True, echo=mac.out.append)
+    assert flows.install(mac.settings, platform="darwin", runner=runner, echo=runner.echo) == 0
+    assert state() == before
+    assert mac.fake.calls("launchctl") == [  # the read-only probes only
+        f"print {mac.domain}",
+        f"print {mac.domain}",
+        f"print {mac.target}",
+    ]
+    text = "\n".join(mac.out)
+    assert f"would write {mac.plist}:\n" in text and "<key>ProgramArguments</key>" in text
+    assert f"would run: launchctl enable {mac.target}" in mac.out
+    assert f"would run: launchctl bootstrap {mac.domain} {mac.plist}" in mac.out
+    assert mac.fake.service_pid is None
+
+
+@pytest.mark.parametrize(
+    ("rc", "stderr", "bootstraps"),
+    [
+        (5, "Bootstrap failed: 5: Input/output error\n", 3),
+        (37, "Bootstrap failed: 37: Operation already in progress\n", 1),
+    ],
+    ids=["error-5-every-time", "other-error"],
+)
+def test_mac_bootstrap_gives_up(mac: Mac, rc: int, stderr: str, bootstraps: int) -> None:
+    """Error 5 is retried (3 tries, backoff, bootout in between), then reported; any other
+    error is reported at once."""
+    mac.fake.rule("launchctl", f"bootstrap {mac.domain} *", rc=rc, stderr=stderr)
+    message = f"launchctl bootstrap {mac.domain} failed: {stderr.strip()}"
+    with pytest.raises(SufdError, match=re.escape(message)):
+        mac.install()
+    calls = mac.fake.calls("launchctl")
+    assert calls.count(f"bootstrap {mac.domain} {mac.plist}") == bootstraps
+    assert calls.count(f"bootout {mac.target}") == bootstraps - 1
+    assert mac.sleeps == [0.5, 1.0][: bootstraps - 1]
+    assert mac.plist.is_file()  # left for the user to inspect
+
+
+def test_mac_uninstall_purge(mac: Mac) -> None:
+    mac.install()
+    pid = mac.fake.service_pid
+    p = mac.settings.paths
+    assert p.db.exists()
+    mac.fake.clear_calls()
+    assert mac.uninstall(purge=True) == 0
+    assert mac.fake.calls("launchctl")[-1] == f"bootout {mac.target}"
+    assert not pid_alive(pid or 0)
+    assert not mac.plist.exists()
+    for path in (p.config_file, p.state_dir, p.log_dir, p.data_dir, p.db):
+        assert not path.exists(), path
+    listed = mac.out[mac.out.index(next(o for o in mac.out if o.startswith("deleting "))) :]
+    assert listed[0] == f"deleting {len(listed) - 1} paths:", listed
