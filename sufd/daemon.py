@@ -32,6 +32,7 @@ from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
 from sufd.runtime import AlreadyRunning, InstanceLock, UnsafeRuntimeDir, prepare_runtime_dir
 from sufd.settings import KNOWN_SOURCES, Settings, load
 from sufd.sources import enabled_sources
+from sufd.stalls import IoGuard, Stall
 from sufd.state import Pause, State, load_state, save_state
 from sufd.statusline import format_line
 from sufd.store import health, open_readonly, open_store, private_dir, queries
@@ -51,6 +52,9 @@ READ_CACHE_KIB = 256
 # A change batch reads one file for at most this long before the other changed files get
 # their turn (a transcript grown by gigabytes is read over several cycles).
 FILE_SLICE_S = 0.25
+# A read (or stat, open) on a source root that has not returned after this long holds up only
+# that root: the writer goes on with the others (a hung network or FUSE mount; sufd.stalls).
+READ_STALL_S = 1.0
 # A change of the wall clock against the steady one larger than this is a jump (NTP slews
 # by far less per heartbeat).
 CLOCK_JUMP_S = 2.0
@@ -140,6 +144,7 @@ class Daemon:
         self._checking = False
         self._replacing = False
         self._next_check = time.monotonic()
+        self._guard = IoGuard(READ_STALL_S, on_clear=self._mount_answered)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -296,6 +301,7 @@ class Daemon:
             on_commit=self._committed,
             interrupt=self._interrupt,
             slice_s=FILE_SLICE_S,
+            guard=self._guard,
         )
 
     def _committed(
@@ -325,6 +331,14 @@ class Daemon:
                 continue
             for item in items:
                 q.put_nowait(item)
+
+    def _mount_answered(self, source: str, root: str) -> None:
+        # On the guard's helper thread: a root held up by a stalled call is readable again;
+        # read all of its source from the committed cursors (what was skipped meanwhile).
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(
+                lambda: self.request_full([source], reason="mount_answered")
+            )
 
     def request_paths(self, source: str, paths: set[Path]) -> None:
         """Called by the watchers with changed files."""
@@ -395,7 +409,7 @@ class Daemon:
         self.totals["replaced"] += stats.replaced
         self.totals["malformed"] += stats.malformed
         self.totals["errors"] += len(stats.errors)
-        if stats.files_read or stats.errors:
+        if stats.files_read or stats.errors or stats.stalled:
             log.info(
                 "ingest.cycle",
                 kind=self.cycle.kind,
@@ -405,6 +419,7 @@ class Daemon:
                 bytes=stats.bytes_read,
                 malformed=stats.malformed,
                 errors=len(stats.errors),
+                stalled=stats.stalled,
                 duration_ms=self.cycle.duration_ms,
                 lag_ms=self.cycle.lag_ms,
             )
@@ -986,7 +1001,9 @@ class Daemon:
             )
         db = self.settings.paths.db
         store_bytes = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+        stalls = self._guard.stalls()
         degraded = [w.source for w in self.watchers if w.state == "polling" or w.error]
+        degraded += [s.source for s in stalls]
         state = "paused" if paused and paused >= {s["name"] for s in sources} else "watching"
         if not self.settings.watch_enabled:
             state = "running-unwatched"
@@ -1013,6 +1030,7 @@ class Daemon:
             "paths": self.settings.paths.as_dict(),
             "warnings": [w.error for w in self.watchers if w.error]
             + _unreadable(conn)
+            + [_stall_warning(s) for s in stalls]
             + ([self.log_problem] if self.log_problem else []),
         }
 
@@ -1131,6 +1149,15 @@ def _merge(into: IngestStats, part: IngestStats) -> None:
     into.errors += part.errors
     into.gone += part.gone
     into.more += part.more
+    into.stalled += part.stalled
+
+
+def _stall_warning(stall: Stall) -> str:
+    waited = time.monotonic() - stall.since
+    return (
+        f"reading {stall.path} has not returned for {waited:.0f} s (a slow or hung mount?); "
+        f"the files under {stall.root} wait until it does"
+    )
 
 
 def _source_state(roots: list[dict[str, Any]]) -> str:

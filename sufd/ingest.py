@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import structlog
 
 from sufd.prices import PriceTable
-from sufd.reader import read_lines
+from sufd.reader import ByteFile, read_lines
 from sufd.settings import Settings
 from sufd.sources import Malformed, Record, Source, enabled_sources
 from sufd.sources.base import FileContext
+from sufd.stalls import GuardedFile, IoGuard, Stalled
 from sufd.store.health import StoreFault
 from sufd.store.ledger import (
     COST_COMPUTED,
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 BATCH_BYTES = 16 * 1024 * 1024
 CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
+_T = TypeVar("_T")
 BATCH_RECORDS = 20_000
 # With a time slice (the daemon's change batches), smaller batches: the slice is checked
 # between them.
@@ -74,6 +76,7 @@ class FileResult:
     reset: str | None = None
     error: str | None = None
     more: bool = False  # stopped at the end of its time slice: the rest is read later
+    stalled: bool = False  # its mount did not answer in time: read again once it does
 
 
 @dataclass(slots=True)
@@ -91,6 +94,7 @@ class IngestStats:
     prefetched: int = 0
     started: float = field(default_factory=time.monotonic)
     more: list[Path] = field(default_factory=list)  # files to read on from their cursor
+    stalled: int = 0  # files (or roots) left for a mount that does not answer
 
     def add(self, result: FileResult) -> None:
         """Fold one file's result into the totals."""
@@ -105,6 +109,8 @@ class IngestStats:
             self.errors.append((str(result.path), result.error))
         if result.more:
             self.more.append(result.path)
+        if result.stalled:
+            self.stalled += 1
 
     @property
     def duration_ms(self) -> int:
@@ -183,7 +189,7 @@ class Chunk:
 
 def parse_lines(
     source: Source,
-    f: BinaryIO,
+    f: ByteFile,
     start: int,
     ctx: FileContext,
     *,
@@ -232,6 +238,7 @@ class Ingestor:
         interrupt: threading.Event | None = None,
         workers: int = 1,
         slice_s: float | None = None,
+        guard: IoGuard | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -248,6 +255,8 @@ class Ingestor:
         self.workers = workers
         self._cursors: dict[str, FileCursor] | None = None
         self._prefetch: Prefetcher | None = None
+        # The daemon's: file-system calls on a root that may hang (see sufd.stalls).
+        self.guard = guard
 
     def discover(self, only: Collection[str] | None = None) -> Iterator[tuple[Source, Path, Path]]:
         """Every owned file under every existing root of the enabled sources (or ``only``)."""
@@ -270,7 +279,8 @@ class Ingestor:
         """
         stats = IngestStats()
         self._slice = None
-        found = list(self.discover(only))
+        found, stats_of, held_up = self._survey_roots(only)
+        stats.stalled = len(held_up)
         if self._cursors is None:
             # Kept between passes: this instance is the only writer of cursors, and the cache
             # is dropped whenever a commit fails (below and in ingest_file).
@@ -288,7 +298,7 @@ class Ingestor:
                         ahead = self._prefetch_ahead(found, max(ahead, i))
                     key = str(path)
                     seen.add(key)
-                    if self._unchanged(source, key):
+                    if self._unchanged(source, key, stats_of[path]):
                         stats.files += 1
                         continue
                     stats.add(self.ingest_file(source, root, path))
@@ -310,16 +320,7 @@ class Ingestor:
                 self._prefetch.close()
                 self._prefetch = None
 
-        gone = [
-            c
-            for p, c in self._cursors.items()
-            if p not in seen and not c.gone and (only is None or c.source in only) and _vanished(p)
-        ]
-        if gone:
-            self.ledger.mark_gone([c.file_id for c in gone])
-            for c in gone:
-                c.gone = True
-        stats.gone = len(gone)
+        stats.gone = self._sweep_gone(seen, only, held_up)
         log.info(
             "ingest.done",
             files=stats.files,
@@ -332,6 +333,46 @@ class Ingestor:
             duration_ms=stats.duration_ms,
         )
         return stats
+
+    def _survey_roots(
+        self, only: Collection[str] | None
+    ) -> tuple[list[tuple[Source, Path, Path]], dict[Path, os.stat_result | None], list[str]]:
+        """Every file of every root (with its ``stat``), and the roots whose mount did not
+        answer in time (the daemon's guard): those are left as they are this pass."""
+        found: list[tuple[Source, Path, Path]] = []
+        stats_of: dict[Path, os.stat_result | None] = {}
+        held_up: list[str] = []
+        for source in self.sources:
+            if only is not None and source.name not in only:
+                continue
+            for root in source.roots(self.settings):
+                try:
+                    listed = self._io((source.name, str(root)), str(root), _survey, source, root)
+                except Stalled:
+                    held_up.append(str(root))
+                    continue
+                for path, st in listed:
+                    found.append((source, root, path))
+                    stats_of[path] = st
+        return found, stats_of, held_up
+
+    def _sweep_gone(self, seen: set[str], only: Collection[str] | None, held_up: list[str]) -> int:
+        """Flag the tracked files no longer on disk (their events stay); how many."""
+        assert self._cursors is not None
+        gone = [
+            c
+            for p, c in self._cursors.items()
+            if p not in seen
+            and not c.gone
+            and (only is None or c.source in only)
+            and not any(p.startswith(r + os.sep) for r in held_up)
+            and _vanished(p)
+        ]
+        if gone:
+            self.ledger.mark_gone([c.file_id for c in gone])
+            for c in gone:
+                c.gone = True
+        return len(gone)
 
     def _plan(self, source: Source, path: Path) -> tuple[int, dict[str, Any]] | None:
         """Where the writer will start reading a line file, and with what state; or None."""
@@ -380,15 +421,11 @@ class Ingestor:
                 self._prefetch.submit(source, root, path, *plan)
         return ahead
 
-    def _unchanged(self, source: Source, key: str) -> bool:
+    def _unchanged(self, source: Source, key: str, st: os.stat_result | None) -> bool:
         """The reconcile sweep's fast path: same identity, size and mtime as the cursor."""
         cursor = self._cursors.get(key) if self._cursors is not None else None
-        if cursor is None or cursor.gone or source.kind == "database":
+        if cursor is None or cursor.gone or source.kind == "database" or st is None:
             return False  # databases have their own check (their -wal changes, not the file)
-        try:
-            st = os.stat(key)
-        except OSError:
-            return False
         return stat.S_ISREG(st.st_mode) and (
             st.st_dev,
             st.st_ino,
@@ -410,11 +447,22 @@ class Ingestor:
             match = self._owner(path)
             if match is None or match[0].name in skip:
                 continue
-            if not _vanished(path):
+            try:
+                vanished = self._io((match[0].name, str(match[1])), str(path), _vanished, path)
+            except Stalled:
+                stats.stalled += 1  # the whole root is read again once its mount answers
+                continue
+            if not vanished:
                 stats.add(self.ingest_file(match[0], match[1], path))
             else:
                 stats.gone += self._mark_gone(path)
         return stats
+
+    def _io(self, key: tuple[str, str], path: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, through the guard when there is one."""
+        if self.guard is None:
+            return fn(*args)
+        return self.guard.call(key, path, fn, *args)
 
     def _mark_gone(self, path: Path) -> int:
         """A file the watcher saw deleted: flag it (its events stay); 1 if newly flagged."""
@@ -455,6 +503,13 @@ class Ingestor:
             # (cached ones may have moved with a transaction that was rolled back).
             self._cursors = None
             raise
+        except Stalled:
+            # Not this file's fault either, and not an error to record on it: the guard has
+            # logged it, and the root is read again from the committed cursors once it answers.
+            result.stalled = True
+            cursors.pop(str(path), None)
+            cursors.update(self.ledger.cursors(str(path)))
+            return result
         except Exception as exc:  # the ingest boundary: foreign input must not stop the loop
             if isinstance(exc, FileNotFoundError) and _vanished(path):
                 # Moved or deleted after the change was seen: not an error; its events stay.
@@ -505,7 +560,8 @@ class Ingestor:
     def _read(
         self, source: Source, root: Path | None, path: Path, cursor: FileCursor, result: FileResult
     ) -> None:
-        st = os.stat(path)
+        key = (source.name, str(root if root is not None else path))
+        st = self._io(key, str(path), os.stat, path)
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(path, st.st_mode)
         if source.kind == "database":
@@ -520,10 +576,15 @@ class Ingestor:
             log.info("ingest.file_reset", path=str(path), source=source.name, reason=result.reset)
             cursor.offset, cursor.state = 0, {}
         ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
-        with open(path, "rb", opener=_open_nonblocking) as f:
+        f: BinaryIO | GuardedFile
+        if self.guard is None:
+            f = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 (closed below)
+        else:
+            f = GuardedFile(self.guard, key, str(path))
+        with f:
             # Identity is taken from the open file, so a swap between stat and open is caught
             # on the next pass rather than mixing two files under one cursor.
-            fst = os.fstat(f.fileno())
+            fst = f.fstat() if isinstance(f, GuardedFile) else os.fstat(f.fileno())
             if not stat.S_ISREG(fst.st_mode):  # swapped for a named pipe since the stat
                 raise _NotAFile(path, fst.st_mode)
             if source.kind == "lines" and (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
@@ -538,7 +599,7 @@ class Ingestor:
     def _read_lines(
         self,
         source: Source,
-        f: BinaryIO,
+        f: ByteFile,
         size: int,
         ctx: FileContext,
         cursor: FileCursor,
@@ -579,10 +640,10 @@ class Ingestor:
         result.bytes_read = end - start
 
     def _read_document(
-        self, source: Source, f: BinaryIO, ctx: FileContext, cursor: FileCursor, result: FileResult
+        self, source: Source, f: ByteFile, ctx: FileContext, cursor: FileCursor, result: FileResult
     ) -> None:
         """A whole-file source: re-parse it and upsert every record it holds now."""
-        data = f.read(MAX_DOCUMENT_BYTES + 1)
+        data = _read_up_to(f, MAX_DOCUMENT_BYTES + 1)
         batch = Batch(cursor)
         if len(data) > MAX_DOCUMENT_BYTES:
             batch.malformed.append((0, f"document larger than {MAX_DOCUMENT_BYTES} bytes"))
@@ -659,6 +720,29 @@ def _ledger_write() -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StoreFault(exc) from exc
+
+
+def _read_up_to(f: ByteFile, limit: int) -> bytes:
+    """At most ``limit`` bytes, to the end of the file (a read may return less than asked)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < limit and (part := f.read(limit - got)):
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _survey(source: Source, root: Path) -> list[tuple[Path, os.stat_result | None]]:
+    """The files of one root, each with its ``stat`` (``None`` where that failed): one call
+    for the whole root, so that the daemon can put one deadline on it."""
+    listed: list[tuple[Path, os.stat_result | None]] = []
+    for path in source.scan(root):
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except OSError:
+            st = None
+        listed.append((path, st))
+    return listed
 
 
 def _open_nonblocking(path: str, flags: int) -> int:

@@ -7,11 +7,22 @@ arrives, so the cursor is always the offset just after a newline.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple, Protocol
 
-__all__ = ["CHUNK_BYTES", "Line", "read_lines"]
+__all__ = ["CHUNK_BYTES", "ByteFile", "Line", "read_lines"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class ByteFile(Protocol):
+    """What is read from: a binary file, or the daemon's guarded one (``sufd.stalls``).
+    ``read`` may return fewer bytes than asked; only an empty result means the end."""
+
+    def seek(self, offset: int, /) -> int: ...
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def fileno(self) -> int: ...
 
 
 class Line(NamedTuple):
@@ -27,7 +38,7 @@ class Line(NamedTuple):
 
 
 def read_lines(
-    f: BinaryIO, start: int, *, max_line: int, chunk: int = CHUNK_BYTES
+    f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES
 ) -> Iterator[Line]:
     """Yield the complete lines of ``f`` from byte ``start`` on.
 

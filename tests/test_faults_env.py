@@ -69,6 +69,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -88,6 +89,7 @@ from tests.daemon_harness import (
     harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
+from tests.slowfs import slow_mount
 
 pytestmark = pytest.mark.integration
 
@@ -527,6 +529,61 @@ def test_named_pipe_named_like_a_transcript(harness: Harness) -> None:
     finally:
         os.close(writer)
     exactly_once(h, a.written)
+
+
+def test_slow_mount_holds_up_only_its_root(harness: Harness, tmp_path: Path) -> None:
+    """A second Claude root on a FUSE mount whose reads hang (``tests.slowfs``): the read
+    that hangs holds up that root alone. After ``READ_STALL_S`` the writer goes on, status
+    names the file, appends to the other root keep landing, a new daemon can take over after a
+    SIGTERM meanwhile, and once the mount answers what was written there is read without loss
+    or doubling."""
+    h = harness
+    with slow_mount(tmp_path / "fuse") as mount:
+        h.daemon_env["CLAUDE_CONFIG_DIR"] = f"{h.home / '.claude'},{mount.mountpoint}"
+        a = Turns(h, "sa")
+        b = Turns(h, "sb")
+        b.path = mount.source / "projects" / "-home-dev-proj" / "sb.jsonl"
+        seen = mount.mountpoint / "projects" / "-home-dev-proj" / "sb.jsonl"
+        a.add(2)
+        b.add(2)
+        d = h.start()
+        wait_events(h, a.written + b.written, 10, "both roots, the mount still fast")
+
+        mount.slow()
+        held = b.add(2)  # written behind the mount's back: found by a scan, not by inotify
+        h.call("rescan")
+        stalled = f"reading {seen} has not returned for"
+        warning = wait_warning(h, stalled)
+        assert f"the files under {mount.mountpoint / 'projects'} wait" in warning, warning
+        assert status(h)["state"] == "degraded"
+        assert wait_log(h, "ingest.read_stalled", path=str(seen))
+        for _ in range(3):
+            h.call("rescan")  # a full scan too must pass the held-up root by at once
+            wait_events(h, a.add(1), 2, "an append to the other root while the mount hangs")
+        assert d.alive()
+        assert not any(h.events_in_store()[e] for e in held)
+
+        # A thread in a FUSE read that userspace already took waits uninterruptibly, even
+        # through SIGKILL: the process cannot end before the mount answers. The daemon still
+        # shuts down (ledger closed, socket and lock let go), so a new one can start at once.
+        old = d
+        old.signal(signal.SIGTERM)
+        wait_log(h, "daemon.stopped")
+        wait_until(lambda: not h.socket.exists(), 5, what="the old daemon's socket to go")
+        d = h.start(settle=False)
+        wait_warning(h, stalled)
+        wait_events(h, a.add(1), 2, "an append after a restart with the mount still hung")
+
+        mount.fast()
+        assert old.proc.wait(10) == 0, h.diagnostics(old)  # its read returned: now it ends
+        wait_events(h, held, 5, "the mount's new lines, once it answers")
+        wait_no_warning(h, "has not returned")
+        assert wait_log(h, "ingest.read_resumed", path=str(seen))
+        later = b.add(1)
+        h.call("rescan")
+        wait_events(h, later, 5, "a later append on the mount (found by a rescan)")
+        assert d.alive()
+    exactly_once(h, a.written + b.written)
 
 
 # ------------------------------------------------------------------------------------------
