@@ -45,10 +45,19 @@ start; a directory in it   ``degraded`` with the root's path), retried every 5 s
 unreadable at start        works, a catch-up scan. A directory in a root that cannot be
                            watched: status warns ``cannot read <dir>``; its mode restored, it
                            is watched and its files read.
-A slow mount: a named      Only regular files are opened (a ``stat`` check, then ``O_NONBLOCK``
-pipe named like a          and an ``fstat`` check), so a pipe with a writer attached never
-transcript                 blocks the writer thread; status names it; appends elsewhere land
-                           at once. (A FIFO stands in for a slow mount: see the test.)
+A named pipe named like    Only regular files are opened (a ``stat`` check, then ``O_NONBLOCK``
+a transcript               and an ``fstat`` check), so a pipe with a writer attached never
+                           blocks the writer thread; status names it; appends elsewhere land
+                           at once.
+A slow mount: a second     The daemon's stat/open/read calls on source files go through
+root on FUSE whose reads   ``sufd.stalls.IoGuard``: after ``READ_STALL_S`` (1 s) the writer
+hang (``tests.slowfs``)    goes on without that root (``ingest.read_stalled``); status is
+                           ``degraded`` and warns ``reading <path> has not returned for N s``;
+                           appends to other roots land within 2 s, scans included. SIGTERM
+                           meanwhile: the daemon shuts down and lets go of socket and lock (a
+                           new one starts at once), but the process ends only when the read
+                           returns (the kernel waits uninterruptibly). Once the mount answers:
+                           ``ingest.read_resumed``, the root is read from its cursors.
 A transcript grown by      A line over ``max_line_bytes`` (64 MiB; here a 1 GiB sparse hole)
 1 GiB, then by 40,000      is skipped unread past the limit and recorded as malformed; peak
 lines                      RSS grows by about that limit, not by the file. A change batch
