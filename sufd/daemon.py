@@ -55,6 +55,10 @@ FILE_SLICE_S = 0.25
 # A read (or stat, open) on a source root that has not returned after this long holds up only
 # that root: the writer goes on with the others (a hung network or FUSE mount; sufd.stalls).
 READ_STALL_S = 1.0
+# A source database found locked is read again after this long, doubling up to the maximum:
+# the lock may end without a write, and then no change notice comes.
+BUSY_RETRY_S = 0.1
+BUSY_RETRY_MAX_S = 5.0
 # A change of the wall clock against the steady one larger than this is a jump (NTP slews
 # by far less per heartbeat).
 CLOCK_JUMP_S = 2.0
@@ -145,6 +149,7 @@ class Daemon:
         self._replacing = False
         self._next_check = time.monotonic()
         self._guard = IoGuard(READ_STALL_S, on_clear=self._mount_answered)
+        self._busy_retries: dict[Path, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -332,6 +337,16 @@ class Daemon:
             for item in items:
                 q.put_nowait(item)
 
+    def _retry_busy(self, busy: list[Path], asked: set[Path]) -> None:
+        loop = asyncio.get_running_loop()
+        for path in busy:
+            n = self._busy_retries.get(path, 0)
+            self._busy_retries[path] = n + 1
+            delay = min(BUSY_RETRY_S * 2**n, BUSY_RETRY_MAX_S)
+            loop.call_later(delay, self.request_paths, "", {path})
+        for path in asked.difference(busy):
+            self._busy_retries.pop(path, None)
+
     def _mount_answered(self, source: str, root: str) -> None:
         # On the guard's helper thread: a root held up by a stalled call is readable again;
         # read all of its source from the committed cursors (what was skipped meanwhile).
@@ -394,6 +409,7 @@ class Daemon:
         self._store_ok()
         if stats.more:  # files read for their time slice: on with them after the others
             self.request_paths("", set(stats.more))
+        self._retry_busy(stats.busy, paths)
         self.cycle = _Cycle(
             kind="scan" if full else "changes",
             files=stats.files_read,
@@ -1150,6 +1166,7 @@ def _merge(into: IngestStats, part: IngestStats) -> None:
     into.gone += part.gone
     into.more += part.more
     into.stalled += part.stalled
+    into.busy += part.busy
 
 
 def _stall_warning(stall: Stall) -> str:

@@ -19,5 +19,11 @@ class SourceError(SufdError):
     """A source file or root cannot be read."""
 
 
+class SourceBusy(SourceError):
+    """A source database is locked or changed under the read: try again shortly.
+
+    The lock may end without a write to the database, so no change notice would come."""
+
+
 class ControlError(SufdError):
     """The control socket cannot be reached or answered badly."""

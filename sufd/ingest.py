@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import structlog
 
+from sufd.errors import SourceBusy
 from sufd.prices import PriceTable
 from sufd.reader import ByteFile, read_lines
 from sufd.settings import Settings
@@ -77,6 +78,7 @@ class FileResult:
     error: str | None = None
     more: bool = False  # stopped at the end of its time slice: the rest is read later
     stalled: bool = False  # its mount did not answer in time: read again once it does
+    busy: bool = False  # a database locked or changing under the read: try again shortly
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class IngestStats:
     started: float = field(default_factory=time.monotonic)
     more: list[Path] = field(default_factory=list)  # files to read on from their cursor
     stalled: int = 0  # files (or roots) left for a mount that does not answer
+    busy: list[Path] = field(default_factory=list)  # databases to try again shortly
 
     def add(self, result: FileResult) -> None:
         """Fold one file's result into the totals."""
@@ -111,6 +114,8 @@ class IngestStats:
             self.more.append(result.path)
         if result.stalled:
             self.stalled += 1
+        if result.busy:
+            self.busy.append(result.path)
 
     @property
     def duration_ms(self) -> int:
@@ -523,6 +528,7 @@ class Ingestor:
                     log.error("ingest.mark_gone_failed", path=str(path), error=_describe(store_exc))
                 return result
             result.error = _describe(exc)
+            result.busy = isinstance(exc, SourceBusy)
             log.warning(
                 "ingest.file_failed", path=str(path), source=source.name, error=result.error
             )

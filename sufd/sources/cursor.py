@@ -55,7 +55,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
-from sufd.errors import SourceError
+from sufd.errors import SourceBusy, SourceError
 from sufd.prices import PriceTable
 from sufd.settings import Settings
 from sufd.sources.base import (
@@ -152,10 +152,9 @@ class Cursor(Source):
         try:
             records = self._read(path, sig, checkpointed, ctx)
         except sqlite3.Error as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            raise SourceError(
-                f"{path.name}: " + ("database is locked (SQLITE_BUSY)" if busy else str(exc))
-            ) from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise SourceBusy(f"{path.name}: database is locked (SQLITE_BUSY)") from None
+            raise SourceError(f"{path.name}: {exc}") from None
         self._failed.discard(str(path))
         return records
 
@@ -183,7 +182,7 @@ class Cursor(Source):
             )
             records = self._records(conn, path, *_scan(conn, 0 if full else hwm, end))
         if ckpt and database_signature(path)[0][:4] != sig[:4]:
-            raise SourceError(f"{path.name}: changed while read without its WAL; will retry")
+            raise SourceBusy(f"{path.name}: changed while read without its WAL; will retry")
         ctx.state.clear()
         ctx.state.update(sig=sig, ident=sig[:2], hwm=end, hwm_key=end_key)
         ctx.state.update(reads=0 if full else reads, full_at=now if full else old["full_at"])

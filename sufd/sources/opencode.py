@@ -71,7 +71,7 @@ from urllib.parse import quote
 
 import orjson
 
-from sufd.errors import SourceError
+from sufd.errors import SourceBusy, SourceError
 from sufd.prices import PriceTable, anthropic_cost
 from sufd.settings import Settings
 from sufd.sources.base import FileContext, Record, Source, database_signature
@@ -164,10 +164,9 @@ class OpenCode(Source):
         try:
             return self._read_db(path, sig, ctx)
         except sqlite3.Error as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            raise SourceError(
-                f"{path.name}: " + ("database is locked (SQLITE_BUSY)" if busy else str(exc))
-            ) from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise SourceBusy(f"{path.name}: database is locked (SQLITE_BUSY)") from None
+            raise SourceError(f"{path.name}: {exc}") from None
 
     def _read_json(self, path: Path, ctx: FileContext) -> list[Record] | None:
         st = os.stat(path)
