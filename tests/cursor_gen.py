@@ -332,6 +332,7 @@ def _writer(db: Path, journal: str) -> int:
         if op["op"] == "write":
             insert_rows(conn, rows)
         elif op["op"] == "hold":  # commit `rows`, then keep readers out while writing `more`
+            # (``rollback``: the lock then ends without a write, so nothing signals its end)
             insert_rows(conn, rows)
             if journal == "wal":
                 conn.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -339,7 +340,7 @@ def _writer(db: Path, journal: str) -> int:
             for t, k, v in [(t, k, _value(v)) for t, k, v in op["more"]]:
                 conn.execute(f"INSERT INTO {t} (key, value) VALUES (?, ?)", (k, v))
             time.sleep(op["seconds"])
-            conn.execute("COMMIT")
+            conn.execute("ROLLBACK" if op.get("rollback") else "COMMIT")
             if journal == "wal":
                 conn.execute("PRAGMA locking_mode = NORMAL")
                 conn.execute("SELECT count(*) FROM ItemTable").fetchone()  # drops the lock

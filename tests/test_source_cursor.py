@@ -632,6 +632,65 @@ def test_full_size_generated_corpus_reconciles(sufd_env: SufdEnv) -> None:
     assert _ledger(sufd_env) == corpus.expected
 
 
+@pytest.mark.integration
+def test_full_size_variant_of_the_real_fixture_reconciles(sufd_env: SufdEnv) -> None:
+    """Fixture #14's 10 rows copied into 400 composers (new ids, tokens scaled, times
+    shifted by 5 h each), checked against a recount of the values written here."""
+    g = _user_dir(sufd_env.home) / "globalStorage"
+    g.mkdir(parents=True)
+    db = g / "state.vscdb"
+    shutil.copyfile(shared_fixture(*FIXTURE), db)
+    conn = sqlite3.connect(db)
+    base = conn.execute("SELECT key, value FROM cursorDiskKV").fetchall()
+    composers = {k.split(":")[1] for k, _ in base}
+    assert len(base) == 10 and len(composers) == 2  # SOURCES.md #14
+    days: dict[str, list[int]] = {}
+    copies, events, tin, tout = 200, 0, 0, 0
+    for k in range(copies + 1):  # copy 0 is the fixture itself, as it is
+        shift, scale = k * 5 * 3_600_000, 1 + k % 7
+        rows = []
+        for key, value in base:
+            old = key.split(":")[1]
+            new = old if k == 0 else f"{old[:-12]}{k:012d}"
+            doc = json.loads(value)
+            if key.startswith("composerData:"):
+                doc["composerId"] = new
+                doc["createdAt"] += shift
+            elif doc.get("type") == 2:
+                tc = doc["tokenCount"]
+                tc["inputTokens"] *= scale
+                tc["outputTokens"] *= scale
+                doc["timingInfo"]["clientRpcSendTime"] += shift
+                day = time.strftime(
+                    "%Y-%m-%d", time.gmtime(doc["timingInfo"]["clientRpcSendTime"] // 1000)
+                )
+                slot = days.setdefault(day, [0, 0, 0])
+                slot[0] += 1
+                slot[1] += tc["inputTokens"]
+                slot[2] += tc["outputTokens"]
+                events, tin, tout = events + 1, tin + tc["inputTokens"], tout + tc["outputTokens"]
+            rows.append((key.replace(old, new), json.dumps(doc)))
+        if k:
+            conn.executemany("INSERT INTO cursorDiskKV (key, value) VALUES (?, ?)", rows)
+    conn.commit()
+    conn.close()
+    assert events == 4 * (copies + 1)
+    stats = json.loads(sufd_env.run("ingest", "--json", timeout=120).stdout)
+    assert stats["errors"] == [] and stats["events_new"] == events
+    report = _report(sufd_env)
+    totals = report["totals"]
+    assert (totals["events"], totals["inputTokens"], totals["outputTokens"]) == (
+        events,
+        tin,
+        tout,
+    )
+    assert totals["estimatedEvents"] == events
+    # Auto ("default") is priced as claude-sonnet-4-5, $3 / $15 per Mtok (formats.md §1.2, §4.3)
+    assert totals["totalCost"] == pytest.approx(tin * 3e-6 + tout * 15e-6, rel=1e-9)
+    got = {d["period"]: [d["events"], d["inputTokens"], d["outputTokens"]] for d in report["daily"]}
+    assert got == days
+
+
 # ------------------------------------------------------------------------------------------
 # the real daemon beside a writer
 
@@ -709,6 +768,39 @@ def test_live_locked_database_error_then_ingested(
         lambda: _ledger(d.env) == final and _file_errors(d.env) == [None],
         LATENCY_S,
         lambda: f"{_ledger(d.env)} / {_file_errors(d.env)}\n{d.diagnostics()}",
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_live_lock_that_ends_without_a_write_is_retried(
+    daemon: Callable[..., Daemon], writers: Callable[..., Writer], journal: str
+) -> None:
+    """As above, but the writer rolls back under the lock: no change marks its end, so only a
+    retry by sufd itself ingests the bubble committed just before the lock."""
+    d = daemon()  # default reconcile interval
+    w = writers(_user_dir(d.env.home) / "globalStorage" / "state.vscdb", journal)
+    ops = _script(2)
+    w.write(ops[0][0])
+    d.start()
+    try:  # preconditions: a failure here is a real failure, not the expected one
+        _wait_ledger(d, ops[0][1], 10)
+        time.sleep(0.5)
+        w.send("hold", rows=encode_rows(ops[1][0]), more=encode_rows(ops[2][0]), seconds=1.0,
+               rollback=True)  # fmt: skip
+        _wait(
+            lambda: [e for e in _file_errors(d.env) if e and "locked" in e],
+            1.0,
+            lambda: f"no lock error recorded: {_file_errors(d.env)}\n{d.diagnostics()}",
+        )
+        assert w.reply() >= 1.0
+    except AssertionError as exc:
+        pytest.fail(f"precondition: {exc}")
+    _wait(
+        lambda: _ledger(d.env) == ops[1][1] and _file_errors(d.env) == [None],
+        LATENCY_S,
+        lambda: f"not retried: {_ledger(d.env)} / {_file_errors(d.env)}\n{d.diagnostics()}",
     )
 
 

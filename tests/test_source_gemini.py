@@ -11,12 +11,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,65 @@ def test_real_fixtures_ingest_and_report(sufd_env: SufdEnv) -> None:
     d = days["2025-12-16"]
     assert [d[k] for k in (*TOKENS, "totalTokens")] == [100, 10, 0, 0, 110]
     assert d["totalCost"] == pytest.approx(0.00008, abs=1e-12)
+
+
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def shift_iso(text: str, delta_ms: int) -> str:
+    """Every ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in ``text`` moved by ``delta_ms``."""
+
+    def move(m: re.Match[str]) -> str:
+        t = datetime.strptime(m[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        t += timedelta(milliseconds=delta_ms)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+    return _ISO.sub(move, text)
+
+
+@pytest.mark.integration
+def test_many_chats_from_the_real_fixtures_reconcile_and_equal_ccusage(sufd_env: SufdEnv) -> None:
+    """#10 and #11 copied into 240 chats (new session ids, times shifted 7 h per copy),
+    against SOURCES.md's numbers per copy and against ccusage."""
+    jsonl = shared_fixture("gemini", "agentsessions-gemini-jsonl_v040.jsonl").read_text()
+    legacy = shared_fixture("gemini", "agentsessions-gemini-large.json").read_text()
+    # SOURCES.md #10 (the 2nd normalised to input 567 + cache read 11 502) and #11:
+    # (file, message timestamp, input, output, cache read, total)
+    per_copy = (
+        (0, "2026-04-29T21:39:35.125Z", 11_855, 81, 0, 11_936),
+        (0, "2026-04-29T21:39:45.996Z", 567, 147, 11_502, 12_216),
+        (1, "2025-12-16T23:47:02.000Z", 100, 10, 0, 110),
+    )
+    want: dict[str, list[float]] = {}
+    for k in range(120):
+        shift = k * 7 * 3_600_000
+        folder = chats(sufd_env.home, f"p{k % 9}")
+        for n, (name, text) in enumerate((("a.jsonl", jsonl), ("b.json", legacy))):
+            text = text.replace("gemini_stage0_jsonl", f"s-{k}").replace("b4f17607", f"{k:08d}")
+            (folder / f"session-{k:03d}-{name}").write_text(shift_iso(text, shift))
+            for which, stamp, inp, out, cr, total in per_copy:
+                if which != n:
+                    continue
+                day = shift_iso(stamp, shift)[:10]
+                row = want.setdefault(day, [0, 0, 0, 0, 0, 0.0])
+                for i, v in enumerate((1, inp, out, cr, total)):
+                    row[i] += v
+                # gemini-3-flash-preview: models.dev $0.50 / $3.00 / $0.05 per Mtok
+                row[5] += (inp * 0.5 + out * 3 + cr * 0.05) / 1e6
+    sufd_env.run("ingest", timeout=120)
+    data = report(sufd_env)
+    got = {
+        d["period"]: [
+            d["events"], d["inputTokens"], d["outputTokens"], d["cacheReadTokens"],
+            d["totalTokens"], d["totalCost"],
+        ]
+        for d in data["daily"]
+    }  # fmt: skip
+    assert {k: v[:5] for k, v in got.items()} == {k: v[:5] for k, v in want.items()}
+    assert all(math.isclose(got[k][5], want[k][5], rel_tol=1e-9) for k in want)
+    assert data["totals"]["events"] == 120 * 3
+    problems = compare(run_ccusage(sufd_env.home, "gemini", "daily", "--timezone", "UTC"), data)
+    assert not problems, "\n".join(problems[:40])
 
 
 # ------------------------------------------------------------------------------------------

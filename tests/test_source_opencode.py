@@ -169,6 +169,47 @@ def test_real_fixtures_ingest_and_report(sufd_env: SufdEnv) -> None:
     assert compare(want, report(sufd_env)) == []
 
 
+@pytest.mark.integration
+def test_many_sessions_from_the_real_fixtures_reconcile_and_equal_ccusage(
+    sufd_env: SufdEnv,
+) -> None:
+    """#12 and #13 copied into 300 sessions (new ids, created 5 h later per copy), against
+    SOURCES.md's numbers per copy and against ccusage."""
+    base = [
+        json.loads(shared_fixture("opencode", n).read_text())
+        for n in ("agentsessions-storage_v2-msg_0002.json", "tokscale-msg_test001.json")
+    ]
+    # SOURCES.md: #12 gpt-4o-mini in 120 / out 16 (the object cost ignored); #13
+    # claude-3-5-sonnet-20241022 in 1000 / out 500 / write 100 / read 200, no cost.
+    tokens = {"gpt-4o-mini": [120, 16, 0, 0], "claude-3-5-sonnet-20241022": [1000, 500, 100, 200]}
+    want: dict[tuple[str, str], list[int]] = {}
+    for k in range(150):
+        for msg in base:
+            copy = json.loads(json.dumps(msg))
+            copy["id"], copy["sessionID"] = f"{msg['id']}-{k}", f"ses-{k}"
+            copy["time"]["created"] += k * 5 * 3_600_000
+            write_json(sufd_env.home, copy)
+            day = time.strftime("%Y-%m-%d", time.gmtime(copy["time"]["created"] // 1000))
+            row = want.setdefault((day, msg["modelID"]), [0, 0, 0, 0])
+            for i, v in enumerate(tokens[msg["modelID"]]):
+                row[i] += v
+    sufd_env.run("ingest", timeout=120)
+    data = report(sufd_env)
+    got = {
+        (d["period"], b["modelName"]): [b[t] for t in TOKENS]
+        for d in data["daily"]
+        for b in d["modelBreakdowns"]
+    }
+    assert got == want
+    assert data["totals"]["events"] == 300
+    mini = [
+        b["cost"] for d in data["daily"] for b in d["modelBreakdowns"] if "mini" in b["modelName"]
+    ]
+    assert sum(mini) == pytest.approx(150 * (120 * 0.15e-6 + 16 * 0.6e-6), rel=1e-9)
+    problems = compare(run_ccusage(sufd_env.home, "opencode", "daily", "--timezone", "UTC"), data)
+    assert not problems, "\n".join(problems[:40])
+
+
 # ------------------------------------------------------------------------------------------
 # watermark: new rows, rows updated at completion, sweep, JSON files
 

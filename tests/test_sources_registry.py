@@ -7,16 +7,34 @@ tests/test_source_<module>.py. This test fails when any of those is missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sufd import client
+from sufd.errors import ControlError
 from sufd.settings import KNOWN_SOURCES
 from sufd.sources import SOURCES
 from sufd.sources.base import Source
-from tests.conftest import REPO, SHARED_FIXTURES
+from tests.conftest import (
+    REPO,
+    SHARED_FIXTURES,
+    SufdEnv,
+    fresh_ledger_env,
+    make_env,
+    shared_fixture,
+)
+from tests.gen_gemini_opencode import assistant, create_opencode_db, insert_message
 
 SOURCE_DIR = REPO / "sufd" / "sources"
 MODULES = sorted(p.stem for p in SOURCE_DIR.glob("*.py") if p.stem not in ("__init__", "base"))
@@ -41,6 +59,11 @@ def test_module_is_registered(module_name: str) -> None:
     assert classes, f"sufd/sources/{module_name}.py defines no Source subclass"
     registered = [s for s in SOURCES.values() if type(s) in classes]
     assert registered, f"no instance of {[c.__name__ for c in classes]} in sufd.sources.SOURCES"
+    # Every agent class (one that names itself) is registered, not just one per module:
+    # dropping e.g. KiloCode while Cline stays registered must fail too.
+    named = [c for c in classes if "name" in vars(c)]
+    missing = [c.__name__ for c in named if not any(type(s) is c for s in SOURCES.values())]
+    assert not missing, f"sufd/sources/{module_name}.py: {missing} not in sufd.sources.SOURCES"
 
 
 @pytest.mark.parametrize("module_name", MODULES)
@@ -75,3 +98,148 @@ def test_every_source_honours_configured_roots(isolated: object, tmp_path: Path)
             sources={**settings.sources, name: SourceSettings(True, (tmp_path / name,))}
         )
         assert source.roots(custom) == [tmp_path / name], name
+
+
+# ------------------------------------------------------------------------------------------
+# every source end to end: on by default, in doctor / status / report, switchable off
+
+# Where each source's real sample goes in an isolated HOME, and how many events it must give
+# (fixtures/real/SOURCES.md: claude #3 3 entries; cline #9 4 api_req_started; gemini #10 2 +
+# #11 1; opencode #12 + #13; cursor #14 4 assistant bubbles; kilo-cli: the one row written here).
+EXPECTED_EVENTS = {
+    "claude": 3,
+    "codex": 2,
+    "cursor": 4,
+    "cline": 4,
+    "roo-code": 4,
+    "kilo-code": 4,
+    "gemini": 3,
+    "opencode": 2,
+    "kilo-cli": 1,
+}
+NEW_SOURCES = ("cursor", "cline", "roo-code", "kilo-code", "gemini", "opencode", "kilo-cli")
+
+
+def _place_every_source(home: Path) -> dict[str, Path]:
+    """Copy a real sample of every source into its default root; return one root per source."""
+
+    def put(src: Path, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+    claude = home / ".claude" / "projects"
+    put(shared_fixture("claude", "ccusage-project-alpha-session-alpha-chat.jsonl"),
+        claude / "alpha" / "chat.jsonl")  # fmt: skip
+    codex = home / ".codex" / "sessions"
+    put(shared_fixture("codex", "ccusage-session-alpha.jsonl"), codex / "2026" / "s.jsonl")
+    cursor = home / ".config" / "Cursor" / "User" / "globalStorage"
+    put(shared_fixture("cursor", "adameps-urpg_app-globalStorage-state.subset.vscdb"),
+        cursor / "state.vscdb")  # fmt: skip
+    roots = {"claude": claude, "codex": codex, "cursor": cursor}
+    ui = shared_fixture("cline", "coregems-cline-xray-ui_messages.json")
+    for name, app, ext in (
+        ("cline", "Code", "saoudrizwan.claude-dev"),
+        ("roo-code", "VSCodium", "rooveterinaryinc.roo-cline"),
+        ("kilo-code", "Windsurf", "kilocode.kilo-code"),
+    ):
+        roots[name] = home / ".config" / app / "User" / "globalStorage" / ext / "tasks"
+        put(ui, roots[name] / f"task-{name}" / "ui_messages.json")
+    roots["gemini"] = home / ".gemini" / "tmp"
+    for f in ("agentsessions-gemini-jsonl_v040.jsonl", "agentsessions-gemini-large.json"):
+        put(shared_fixture("gemini", f), roots["gemini"] / "p" / "chats" / f)
+    roots["opencode"] = home / ".local" / "share" / "opencode"
+    for f in ("agentsessions-storage_v2-msg_0002.json", "tokscale-msg_test001.json"):
+        put(shared_fixture("opencode", f), roots["opencode"] / "storage" / "message" / "s" / f)
+    roots["kilo-cli"] = home / ".local" / "share" / "kilo"
+    conn = create_opencode_db(roots["kilo-cli"] / "kilo.db")
+    tokens = {"input": 10, "output": 5, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+    msg = assistant("k1", "s", 1_772_445_600_000, "anthropic", "claude-sonnet-4-5", tokens)
+    insert_message(conn, msg, 1_772_445_600_000)
+    conn.close()
+    assert sorted(roots) == sorted(SOURCES), "one root per source"
+    return roots
+
+
+def _events(env: SufdEnv, *sources: str) -> dict[str, Any]:
+    args = [a for s in sources for a in ("--source", s)]
+    out = env.run("ctl", "report", "daily", "--json", "--timezone", "UTC", *args).stdout
+    totals: dict[str, Any] = json.loads(out)["totals"]
+    return totals
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_every_source_on_by_default_in_doctor_status_report_and_switchable_off(
+    tmp_path: Path,
+) -> None:
+    assert set(EXPECTED_EVENTS) == set(SOURCES) == set(KNOWN_SOURCES)
+    short = Path(tempfile.mkdtemp(prefix="sufd-r-", dir="/tmp"))  # a short socket path
+    env = make_env(tmp_path / "u", {"XDG_RUNTIME_DIR": str(short)})
+    roots = _place_every_source(env.home)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        # doctor: an ok "roots <name>" naming the root, for every registered source
+        doctor = json.loads(env.run("doctor", "--json", check=False).stdout)
+        found = {c["name"]: c for c in doctor if c["name"].startswith("roots ")}
+        assert sorted(found) == sorted(f"roots {n}" for n in SOURCES)
+        for name, root in roots.items():
+            assert found[f"roots {name}"]["status"] == "ok", found[f"roots {name}"]
+            assert str(root) in found[f"roots {name}"]["detail"], (name, found)
+
+        # the daemon, default config: status lists every source, watching, with its events
+        socket = Path(json.loads(env.run("paths", "--json").stdout)["socket"])
+        with (short / "stderr").open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sufd", "run", "--foreground"],
+                env=env.env, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+            )  # fmt: skip
+
+        def counted() -> dict[str, Any] | None:
+            with contextlib.suppress(ControlError):
+                st = client.call(socket, "status", timeout=1.0)
+                got = {s["name"]: s["events"] for s in st["sources"]}
+                return st if got == EXPECTED_EVENTS else None
+            return None
+
+        deadline = time.monotonic() + 30
+        while (status := counted()) is None:
+            assert proc.poll() is None, (short / "stderr").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"status never showed {EXPECTED_EVENTS}"
+            time.sleep(0.1)
+        for src in status["sources"]:
+            states = {r["path"]: r["state"] for r in src["roots"]}
+            assert states.get(str(roots[src["name"]])) == "watching", (src["name"], states)
+        text = env.run("ctl", "status").stdout  # the text form names every source too
+        assert all(any(ln.startswith(f"{n} ") for ln in text.splitlines()) for n in SOURCES)
+
+        # reports: --source for each; Cursor's events, and only those, are counted as estimated
+        everything = _events(env)
+        assert everything["events"] == sum(EXPECTED_EVENTS.values())
+        assert everything["estimatedEvents"] == EXPECTED_EVENTS["cursor"]
+        for name, n in EXPECTED_EVENTS.items():
+            totals = _events(env, name)
+            assert totals["events"] == n, name
+            assert totals["estimatedEvents"] == (n if name == "cursor" else 0), name
+        mixed = _events(env, "cursor", "claude")
+        assert (mixed["events"], mixed["estimatedEvents"]) == (4 + 3, 4)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(short, ignore_errors=True)
+
+    # switched off in the config file: not read, not in doctor, nothing in the ledger
+    off = fresh_ledger_env(env, tmp_path / "off")
+    config = Path(off.env["XDG_CONFIG_HOME"]) / "sufd" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("".join(f"[sources.{n}]\nenabled = false\n" for n in NEW_SOURCES))
+    doctor = json.loads(off.run("doctor", "--json", check=False).stdout)
+    assert sorted(c["name"] for c in doctor if c["name"].startswith("roots ")) == [
+        "roots claude",
+        "roots codex",
+    ]
+    stats = json.loads(off.run("ingest", "--json").stdout)
+    assert stats["errors"] == []
+    assert _events(off)["events"] == EXPECTED_EVENTS["claude"] + EXPECTED_EVENTS["codex"]
+    for name in NEW_SOURCES:
+        assert _events(off, name)["events"] == 0, name
