@@ -70,8 +70,7 @@ under a minute on two cores). Long mode, random and as long as you like::
 many.) ``python -m benchmarks.fuzz_bench --examples 1000`` runs the same and prints a summary
 of what ran (examples per test, failures, time).
 
-The bugs this fuzzing found are pinned as regression examples at the end of this module;
-the one still open (a change of model alone is not propagated) is a strict xfail.
+The bugs this fuzzing found are pinned as regression examples at the end of this module.
 """
 
 from __future__ import annotations
@@ -1511,7 +1510,7 @@ def test_timestamp_parser_matches_fromisoformat(value: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# pinned bugs: regression examples (and one strict xfail, still open)
+# pinned bugs: regression examples
 
 
 OVERFLOW_REASON = (
@@ -1610,15 +1609,10 @@ def test_pinned_huge_claude_cost_does_not_escape(tmp_path: Path, template: Path)
         assert len(store.events()) == 2
 
 
-MODEL_REASON = (
-    "A re-read replaces a stored event only when prefer() sees a difference, and the ledger"
-    " gives prefer() the stored event without its model or cost kind (Ledger._slot_from_row"
-    " sets model=None, stored_cost=None), so a change of the model alone (a Cline row whose"
-    " modelInfo arrives or is repaired later, task_metadata.json written after the first read)"
-    " or of the cost's provenance alone (a stored cost equal to the computed one) is never"
-    " propagated. Fix: _slot_from_row returns the stored model name and cost kind, and the"
-    " prefer() of cline, cursor, gemini and opencode compare them."
-)
+# Found by fuzzing: a re-read replaced a stored event only when prefer() saw a difference
+# in values, and the stored event prefer() is given has no names; so a change of the model
+# alone (a Cline row whose modelInfo arrives or is repaired later) or of the cost's
+# provenance alone (a stored cost equal to the computed one) was never propagated.
 
 
 def _damage_model(row: dict[str, Any]) -> None:
@@ -1632,7 +1626,6 @@ def _damage_cost(row: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("damage", [_damage_model, _damage_cost], ids=["model", "cost-kind"])
-@pytest.mark.xfail(strict=True, reason=MODEL_REASON)
 def test_pinned_model_or_cost_kind_change_is_propagated(
     damage: Callable[[dict[str, Any]], None], tmp_path: Path, template: Path
 ) -> None:

@@ -481,7 +481,8 @@ class Ledger:
                 if rec.group is not None:
                     by_group.setdefault(rec.group, []).append(slot)
                 continue
-            if not source.prefer(rec, pr.cost, slot.rec, slot.cost):
+            dims = self._replaces(source, pr, slot)
+            if dims is None:
                 continue
             if slot.rid is not None and slot.before is None:
                 slot.before = (slot.rec, slot.cost, slot.kind, slot.dims)
@@ -489,11 +490,30 @@ class Ledger:
                 by_key.pop(slot.rec.key, None)
                 by_key[rec.key] = slot
             slot.rec, slot.cost, slot.kind = rec, pr.cost, pr.cost_kind
-            slot.dims = self._dims(source.name, rec)
+            slot.dims = dims
             slot.file_id = file_id
             slot.dirty = True
 
         return new_slots
+
+    def _replaces(
+        self, source: Source, pr: PricedRecord, slot: _Slot
+    ) -> tuple[int, int, int] | None:
+        """The new record's dimensions if it takes over ``slot``, else ``None``.
+
+        The source's :meth:`~Source.prefer` decides. Where files are rewritten in place
+        (documents, databases: upserts by key), a record that ties with the stored one in
+        both directions still replaces it when its model, session, project or cost kind is
+        another (a model that arrives later, a stored cost that becomes a computed one):
+        ``prefer`` compares values, and the stored event it is given has no names.
+        """
+        rec = pr.record
+        if source.prefer(rec, pr.cost, slot.rec, slot.cost):
+            return self._dims(source.name, rec)
+        if source.kind == "lines" or source.prefer(slot.rec, slot.cost, rec, pr.cost):
+            return None
+        dims = self._dims(source.name, rec)
+        return dims if dims != slot.dims or pr.cost_kind != slot.kind else None
 
     def _existing_slots(self, source: Source, records: Sequence[PricedRecord]) -> list[_Slot]:
         keys = list({pr.record.key for pr in records})
