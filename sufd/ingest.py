@@ -17,13 +17,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from zoneinfo import ZoneInfoNotFoundError
 
 import structlog
 
 from sufd.errors import SourceBusy
 from sufd.prices import PriceTable
 from sufd.reader import ByteFile, read_lines
-from sufd.settings import Settings
+from sufd.settings import Settings, local_zone
 from sufd.sources import Malformed, Record, Source, enabled_sources
 from sufd.sources.base import FileContext
 from sufd.stalls import GuardedFile, IoGuard, Stalled
@@ -265,6 +266,12 @@ class Ingestor:
         self._prefetch: Prefetcher | None = None
         # The daemon's: file-system calls on a root that may hang (see sufd.stalls).
         self.guard = guard
+        zone = local_zone(settings)
+        try:
+            # Reports in this zone (the default one) then read per-day sums.
+            ledger.track_zone(zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            log.warning("ingest.zone_unknown", zone=zone, error=f"{type(exc).__name__}: {exc}")
 
     def discover(self, only: Collection[str] | None = None) -> Iterator[tuple[Source, Path, Path]]:
         """Every owned file under every existing root of the enabled sources (or ``only``)."""

@@ -1,9 +1,11 @@
 """Usage reports (daily, weekly, monthly, session, project, model) from the aggregates.
 
-Reports read only the aggregate tables, so they cost the same whatever the size of the
-history. Local dates in any IANA zone are exact: aggregates are kept per 15-minute UTC
-bucket, and every real UTC offset is a whole number of quarter hours, so each bucket falls
-in exactly one local day. The JSON shape follows ``ccusage --json`` so scripts can switch.
+Reports read only the aggregate tables, never the events. Local dates in any IANA zone are
+exact: aggregates are kept per 15-minute UTC bucket, and every real UTC offset is a whole
+number of quarter hours, so each bucket falls in exactly one local day. In the zone reports
+use by default the ledger also keeps sums per local day (``agg_day``), so those reports
+cost the same whatever the length of the history; other zones sum the buckets. The JSON
+shape follows ``ccusage --json`` so scripts can switch.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 from sufd.store import queries
 from sufd.store.queries import AggRow
+from sufd.store.zones import BUCKET_S, DAY_S, local_seconds_sql
 
 __all__ = ["KINDS", "ReportQuery", "build_report", "parse_day"]
 
 Kind = Literal["daily", "weekly", "monthly", "session", "project", "model"]
 KINDS: tuple[Kind, ...] = ("daily", "weekly", "monthly", "session", "project", "model")
-BUCKET_S = 900
-_DAY_BUCKETS = 86400 // BUCKET_S
+_EPOCH = date(1970, 1, 1)
 
 
 class ReportQuery(NamedTuple):
@@ -48,44 +50,6 @@ def parse_day(value: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a date (use YYYY-MM-DD or YYYYMMDD)") from None
-
-
-def _offset_s(zone: ZoneInfo, bucket: int) -> int:
-    delta = datetime.fromtimestamp(bucket * BUCKET_S, UTC).astimezone(zone).utcoffset()
-    return int(delta.total_seconds()) if delta is not None else 0
-
-
-def _segments(zone: ZoneInfo, lo: int, hi: int) -> list[tuple[int, int]]:
-    """``(first bucket, UTC offset in seconds)`` for each stretch of constant offset."""
-    segments = [(lo, _offset_s(zone, lo))]
-    step = _DAY_BUCKETS
-    start = lo
-    while start < hi:
-        nxt = min(start + step, hi)
-        if _offset_s(zone, nxt) != segments[-1][1]:
-            a, b = start, nxt  # offset at a is the current one, at b the new one
-            while b - a > 1:
-                mid = (a + b) // 2
-                if _offset_s(zone, mid) == segments[-1][1]:
-                    a = mid
-                else:
-                    b = mid
-            segments.append((b, _offset_s(zone, b)))
-            start = b
-        else:
-            start = nxt
-    return segments
-
-
-def _local_seconds_expr(zone: ZoneInfo, lo: int, hi: int) -> str:
-    segments = _segments(zone, lo, max(lo, hi - 1))
-    if len(segments) == 1:
-        return f"(bucket * {BUCKET_S} + {segments[0][1]})"
-    cases = " ".join(
-        f"WHEN bucket < {b} THEN {o}"
-        for (b, _), (_, o) in zip(segments[1:], segments, strict=False)
-    )
-    return f"(bucket * {BUCKET_S} + CASE {cases} ELSE {segments[-1][1]} END)"
 
 
 _PERIOD_SQL = {
@@ -118,18 +82,10 @@ def build_report(conn: sqlite3.Connection, query: ReportQuery) -> dict[str, Any]
 
 
 def _time_rows(conn: sqlite3.Connection, query: ReportQuery) -> list[dict[str, Any]]:
-    data = queries.bucket_range(conn)
-    if data is None:
-        return []
-    lo, hi = _bounds(query, data)
-    if lo >= hi:
-        return []
-    local = _local_seconds_expr(query.zone, lo, hi)
-    expr = _PERIOD_SQL[query.kind].format(t=local)
     by_project = query.kind == "project"
-    agg = queries.grouped_time(
-        conn, expr, lo=lo, hi=hi, sources=query.sources, by_project=by_project
-    )
+    agg = _day_sums(conn, query, by_project)
+    if agg is None:
+        agg = _bucket_sums(conn, query, by_project)
     groups: dict[str, list[AggRow]] = {}
     for row in agg:
         label = row.project if by_project and row.project is not None else row.group
@@ -143,6 +99,37 @@ def _time_rows(conn: sqlite3.Connection, query: ReportQuery) -> list[dict[str, A
         if summed is not None:
             out.append({label_key: label, **summed})
     return out
+
+
+def _day_sums(
+    conn: sqlite3.Connection, query: ReportQuery, by_project: bool
+) -> list[AggRow] | None:
+    """From the sums per local day, if the ledger keeps them in the report's zone (the zone
+    reports use by default): a few rows per day, whatever the length of the history."""
+    if not queries.tracks_zone(conn, query.zone.key):
+        return None
+    lo = None if query.since is None else (query.since - _EPOCH).days
+    hi = None if query.until is None else (query.until - _EPOCH).days + 1
+    if lo is not None and hi is not None and lo >= hi:
+        return []
+    expr = _PERIOD_SQL[query.kind].format(t=f"(day * {DAY_S})")
+    return queries.grouped_days(
+        conn, query.zone.key, expr, lo=lo, hi=hi, sources=query.sources, by_project=by_project
+    )
+
+
+def _bucket_sums(conn: sqlite3.Connection, query: ReportQuery, by_project: bool) -> list[AggRow]:
+    """From the 15-minute buckets: any zone, at the cost of a pass over the history."""
+    data = queries.bucket_range(conn)
+    if data is None:
+        return []
+    lo, hi = _bounds(query, data)
+    if lo >= hi:
+        return []
+    expr = _PERIOD_SQL[query.kind].format(t=local_seconds_sql(query.zone, lo, hi))
+    return queries.grouped_time(
+        conn, expr, lo=lo, hi=hi, sources=query.sources, by_project=by_project
+    )
 
 
 def _session_rows(conn: sqlite3.Connection, query: ReportQuery) -> list[dict[str, Any]]:

@@ -1696,10 +1696,10 @@ def test_broken_parser_is_caught(
 YEAR_9999_REASON = (
     "parse_timestamp_ms (sufd/sources/base.py, used by Claude, Codex, Gemini, Cursor) accepts"
     " any year up to 9999. One line dated 9999-12-31T23:59Z makes every non-UTC report raise"
-    " OverflowError in report._offset_s (year 10000 in Asia/Tokyo), and any event far from the"
+    " OverflowError in zones.offset_s (year 10000 in Asia/Tokyo), and any event far from the"
     " others makes reports walk the whole span day by day (years 1970 and 9999 in one ledger:"
     " about 8 s of CPU per report). Fix: bound the year in parse_timestamp_ms (e.g. 1970-2099,"
-    " else None, so the line is malformed), and make report._segments skip spans without data."
+    " else None, so the line is malformed), and make zones._segments skip spans without data."
 )
 
 

@@ -493,6 +493,8 @@ def test_upgrade_fills_the_per_file_tallies_of_an_existing_ledger(tmp_path: Path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         conn.execute("ALTER TABLE files DROP COLUMN held_events")
         conn.execute("ALTER TABLE files DROP COLUMN held_cost")
+        conn.execute("DROP TABLE agg_day")  # schema 3
+        conn.execute("DROP TABLE day_zones")
         conn.execute("PRAGMA user_version = 1")
     finally:
         conn.close()

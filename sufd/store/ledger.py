@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from sufd.sources.base import Record, Source
+from sufd.store.zones import DayOf, local_day_sql
 
 __all__ = [
     "Bulk",
@@ -231,6 +233,7 @@ class Ledger:
         self._projects: dict[str, int] = {}
         self._sessions: dict[tuple[str, str], int] = {}
         self._bulk: Bulk | None = None
+        self._day_of: dict[str, DayOf | None] = {}  # per tracked zone (None: unknown here)
         with atomic(conn):
             self.host_id = self._host()
             self.price_version_id = self._dim_id("price_versions", "version", price_version, {})
@@ -544,18 +547,7 @@ class Ledger:
     def _write_aggregates(self, delta: _Delta) -> None:
         if delta.time:
             self.conn.executemany(
-                "INSERT INTO agg_time (bucket, source, project_id, model_id, events, input, output,"
-                " cache_write_5m, cache_write_1h, cache_read, reasoning, total, cost, unpriced,"
-                " estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (bucket, source, project_id, model_id) DO UPDATE SET"
-                " events = events + excluded.events, input = input + excluded.input,"
-                " output = output + excluded.output,"
-                " cache_write_5m = cache_write_5m + excluded.cache_write_5m,"
-                " cache_write_1h = cache_write_1h + excluded.cache_write_1h,"
-                " cache_read = cache_read + excluded.cache_read,"
-                " reasoning = reasoning + excluded.reasoning, total = total + excluded.total,"
-                " cost = cost + excluded.cost, unpriced = unpriced + excluded.unpriced,"
-                " estimated = estimated + excluded.estimated",
+                _AGG_TIME_UPSERT,
                 [(*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10])) for k, v in delta.time.items()],
             )
             self.conn.executemany(
@@ -563,6 +555,7 @@ class Ledger:
                 " AND model_id = ? AND events = 0",
                 [k for k, v in delta.time.items() if v[0] <= 0],
             )
+            self._write_days(delta.time)
         if delta.session:
             self.conn.executemany(
                 "INSERT INTO agg_session (session_id, model_id, events, input, output,"
@@ -606,6 +599,57 @@ class Ledger:
                 held,
             )
 
+    def _write_days(self, time_delta: dict[tuple[int, str, int, int], list[float]]) -> None:
+        """The same changes per local day, for every zone tracked (read in this transaction:
+        another writer may have started tracking one)."""
+        for (name,) in self.conn.execute("SELECT zone FROM day_zones").fetchall():
+            day_of = self._day_of_zone(name)
+            if day_of is None:
+                continue
+            days: dict[tuple[str, int, str, int, int], list[float]] = {}
+            for (bucket, source, project_id, model_id), values in time_delta.items():
+                _accumulate(days, (name, day_of(bucket), source, project_id, model_id), values)
+            self.conn.executemany(
+                _AGG_DAY_UPSERT,
+                [(*k, *_ints(v[:8]), v[8], int(v[9]), int(v[10])) for k, v in days.items()],
+            )
+            self.conn.executemany(
+                "DELETE FROM agg_day WHERE zone = ? AND day = ? AND source = ? AND project_id = ?"
+                " AND model_id = ? AND events = 0",
+                [k for k, v in days.items() if v[0] <= 0],
+            )
+
+    def _day_of_zone(self, name: str) -> DayOf | None:
+        if name not in self._day_of:
+            try:
+                self._day_of[name] = DayOf(ZoneInfo(name))
+            except (ZoneInfoNotFoundError, ValueError):
+                self._day_of[name] = None  # not in this machine's zone data: left as it is
+        return self._day_of[name]
+
+    def track_zone(self, name: str) -> None:
+        """Keep sums per local day in the IANA zone ``name`` from now on, for the reports;
+        the days so far are summed from ``agg_time`` at once.
+
+        Raises:
+            ZoneInfoNotFoundError: ``name`` is not a zone of this machine.
+        """
+        zone = ZoneInfo(name)
+        with atomic(self.conn):
+            if self.conn.execute("SELECT 1 FROM day_zones WHERE zone = ?", (name,)).fetchone():
+                return
+            self.conn.execute("INSERT INTO day_zones (zone) VALUES (?)", (name,))
+            lo, hi = self.conn.execute("SELECT MIN(bucket), MAX(bucket) FROM agg_time").fetchone()
+            if lo is None:
+                return
+            day = local_day_sql(zone, lo, hi + 1)
+            self.conn.execute(
+                f"INSERT INTO agg_day (zone, day, source, project_id, model_id, {_SUM_LIST})"
+                f" SELECT ?, {day} AS d, source, project_id, model_id, {_SUM_OF}"
+                " FROM agg_time GROUP BY d, source, project_id, model_id",
+                (name,),
+            )
+
     def _write_cursor(self, batch: Batch, inserted: int) -> None:
         c = batch.cursor
         now = int(time.time() * 1000)
@@ -636,6 +680,37 @@ class Ledger:
                 c.file_id,
             ),
         )
+
+
+_SUM_COLUMNS = (
+    "events",
+    "input",
+    "output",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+    "reasoning",
+    "total",
+    "cost",
+    "unpriced",
+    "estimated",
+)
+_SUM_LIST = ", ".join(_SUM_COLUMNS)
+_SUM_OF = ", ".join(f"SUM({c})" for c in _SUM_COLUMNS)
+
+
+def _upsert_sums(table: str, keys: tuple[str, ...]) -> str:
+    """An upsert adding a row of sums to ``table``'s row with the same ``keys``."""
+    columns = (*keys, *_SUM_COLUMNS)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUM_COLUMNS)
+    )
+
+
+_AGG_TIME_UPSERT = _upsert_sums("agg_time", ("bucket", "source", "project_id", "model_id"))
+_AGG_DAY_UPSERT = _upsert_sums("agg_day", ("zone", "day", "source", "project_id", "model_id"))
 
 
 def _ints(values: Sequence[float]) -> list[int]:

@@ -155,9 +155,38 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE temp.held")
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """Sums per local day for the zones reports use (``day_zones``), so that a report costs
+    the same whatever the length of the history; filled by the ledger when it first tracks
+    a zone, from ``agg_time``."""
+    conn.execute("CREATE TABLE day_zones (zone TEXT PRIMARY KEY) WITHOUT ROWID")
+    conn.execute(
+        """CREATE TABLE agg_day (
+    zone TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    project_id INTEGER NOT NULL,
+    model_id INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    input INTEGER NOT NULL,
+    output INTEGER NOT NULL,
+    cache_write_5m INTEGER NOT NULL,
+    cache_write_1h INTEGER NOT NULL,
+    cache_read INTEGER NOT NULL,
+    reasoning INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    unpriced INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    PRIMARY KEY (zone, day, source, project_id, model_id)
+) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial ledger: files, events, aggregates", _v1),
     ("per-file events and cost held in the ledger", _v2),
+    ("sums per local day for the zones reports use", _v3),
 ]
 
 

@@ -11,12 +11,14 @@ __all__ = [
     "AggRow",
     "History",
     "bucket_range",
+    "grouped_days",
     "grouped_time",
     "history",
     "ledger_summary",
     "sessions",
     "source_totals",
     "statusline",
+    "tracks_zone",
 ]
 
 AGG_COLUMNS = (
@@ -87,6 +89,46 @@ def grouped_time(
     return [
         AggRow(r[0], r[1], r[2], tuple(r[4:]), project=r[3])
         for r in conn.execute(sql, [lo, hi, *params])
+    ]
+
+
+def tracks_zone(conn: sqlite3.Connection, zone: str) -> bool:
+    """Whether the ledger keeps sums per local day in ``zone`` (``agg_day``)."""
+    row = conn.execute("SELECT 1 FROM day_zones WHERE zone = ?", (zone,)).fetchone()
+    return row is not None
+
+
+def grouped_days(
+    conn: sqlite3.Connection,
+    zone: str,
+    group_expr: str,
+    *,
+    lo: int | None,
+    hi: int | None,
+    sources: Sequence[str] = (),
+    by_project: bool = False,
+) -> list[AggRow]:
+    """Sum ``agg_day`` of ``zone`` over local days ``[lo, hi)`` (days since 1970-01-01;
+    ``None``: unbounded) grouped by ``group_expr`` (SQL over ``day``), source and model."""
+    where, params = _source_filter(sources, "a.source")
+    bounds: list[int] = []
+    if lo is not None:
+        where += " AND a.day >= ?"
+        bounds.append(lo)
+    if hi is not None:
+        where += " AND a.day < ?"
+        bounds.append(hi)
+    project_col = "p.path" if by_project else "NULL"
+    sql = (
+        f"SELECT {group_expr} AS g, a.source, m.name, {project_col}, {_SUMS}"
+        " FROM agg_day a JOIN models m ON m.id = a.model_id"
+        + (" JOIN projects p ON p.id = a.project_id" if by_project else "")
+        + f" WHERE a.zone = ?{where}"
+        f" GROUP BY g, a.source, a.model_id{', a.project_id' if by_project else ''}"
+    )
+    return [
+        AggRow(r[0], r[1], r[2], tuple(r[4:]), project=r[3])
+        for r in conn.execute(sql, [zone, *bounds, *params])
     ]
 
 
