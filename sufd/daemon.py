@@ -139,6 +139,8 @@ class Daemon(StoreKeeper):
         self._init_store_keeping()
         self._guard = IoGuard(READ_STALL_S, on_clear=self._mount_answered)
         self._busy_retries: dict[Path, int] = {}
+        self._publishing = threading.Lock()
+        self._to_publish: list[tuple[str, list[PricedRecord], list[PricedRecord]]] = []
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -301,22 +303,29 @@ class Daemon(StoreKeeper):
     def _committed(
         self, source: str, inserted: list[PricedRecord], replaced: list[PricedRecord]
     ) -> None:
-        # Runs on the writer thread: hand the events to the loop.
+        # Runs on the writer thread: hand the events to the loop. One commit of a catch-up
+        # calls this once per file; they reach the loop as one batch, so that a tail client
+        # is judged by how far behind it was before, not by the size of this batch.
+        with self._publishing:
+            self._to_publish.append((source, inserted, replaced))
+            if len(self._to_publish) > 1:
+                return  # already scheduled
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._publish, source, inserted, replaced)
+            self._loop.call_soon_threadsafe(self._publish)
 
-    def _publish(
-        self, source: str, inserted: list[PricedRecord], replaced: list[PricedRecord]
-    ) -> None:
-        for pr in inserted + replaced:
-            ts = pr.record.ts_ms
-            if ts > self.last_event_ms.get(source, 0):
-                self.last_event_ms[source] = ts
-        if not self._tails:
-            return
+    def _publish(self) -> None:
+        with self._publishing:
+            batch, self._to_publish = self._to_publish, []
+        items: list[dict[str, Any]] = []
         now = time.time()
-        items = [_event_json(source, pr, False, now) for pr in inserted]
-        items += [_event_json(source, pr, True, now) for pr in replaced]
+        for source, inserted, replaced in batch:
+            for pr in inserted + replaced:
+                ts = pr.record.ts_ms
+                if ts > self.last_event_ms.get(source, 0):
+                    self.last_event_ms[source] = ts
+            if self._tails:
+                items += [_event_json(source, pr, False, now) for pr in inserted]
+                items += [_event_json(source, pr, True, now) for pr in replaced]
         for q in list(self._tails):
             if q.qsize() >= TAIL_QUEUE:  # still that far behind from earlier commits
                 self._tails.discard(q)
