@@ -17,19 +17,17 @@ ledgers are equal, 1 otherwise, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import git_describe, new_parser, utc_now, write_json
 from sufd import __version__
 from tests.chaos.harness import Report, run_crash_campaign
 
@@ -37,9 +35,9 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.crash_bench",
-        description="SIGKILL the real sufd daemon KILLS times while agents write, restart it"
+    parser = new_parser(
+        "crash_bench",
+        "SIGKILL the real sufd daemon KILLS times while agents write, restart it"
         " each time, then check that its ledger equals a one-shot `sufd ingest` of the final"
         " files (events, aggregates, per-file cursors). Prints the report; exit 0 = no"
         " mismatch and every restart came up.",
@@ -74,22 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _git() -> str | None:
     """The commit the daemon ran from (``-dirty``: with uncommitted changes)."""
-    try:
-        proc = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=Path(__file__).resolve().parent.parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return None
-    return proc.stdout.strip() or None
+    return git_describe(timeout=10) or None
 
 
 def _machine() -> dict[str, Any]:
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "nproc": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -167,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for failure in report.failures[:3]:
         print(f"\n{failure}")
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json_out, result, indent=1)
     return 0 if report.ok else 1
 
 

@@ -65,7 +65,6 @@ import statistics
 import string
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -76,11 +75,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIGURES", "main"]
+from benchmarks.common import (
+    CCUSAGE_VERSION,
+    DEFAULT_CCUSAGE,
+    RUN_TIMEOUT_S,
+    BenchError,
+    Check,
+    add_output_options,
+    ccusage_version,
+    command_output,
+    cpu_model,
+    entry_point,
+    git_describe,
+    isolated_env,
+    loadavg,
+    log,
+    machine_line,
+    mem_total_gb,
+    new_parser,
+    nproc,
+    percentile,
+    plain_env,
+    run_isolated,
+    utc_now,
+)
+from benchmarks.common import median as _median
 
-REPO = Path(__file__).resolve().parent.parent
-CCUSAGE_VERSION = "20.0.24"
-DEFAULT_CCUSAGE = REPO / ".ci" / "node_modules" / ".bin" / "ccusage"
+__all__ = ["FIGURES", "main"]
 
 # full run / --quick
 DEFAULT_HISTORY_MB = 500.0
@@ -99,7 +120,6 @@ BURST_P = 0.35  # share of replies streamed as a burst of lines
 BURST_LINES = (3, 5)
 BURST_SPACING_S = (0.005, 0.012)  # 3-5 lines within 50 ms
 MATCH_WAIT_S = 15.0  # after the writers stop, how long to wait for the last commits
-RUN_TIMEOUT_S = 3600.0
 
 # targets (issue 3)
 P50_MAX_MS = 100.0
@@ -151,30 +171,6 @@ FIGURES = (
     "session_cost_match",
 )
 """Keys of ``figures`` in the JSON output."""
-
-
-class BenchError(Exception):
-    """A setup problem or a command that failed; ends the run with exit status 2."""
-
-
-_T0 = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (the smallest value with at least ``pct`` % at or below it)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,37 +264,13 @@ class User:
         return self.root / "pycache"
 
     def env(self) -> dict[str, str]:
-        xdg = {
-            "XDG_CONFIG_HOME": self.root / "xdg-config",
-            "XDG_DATA_HOME": self.root / "xdg-data",
-            "XDG_STATE_HOME": self.root / "xdg-state",
-            "XDG_CACHE_HOME": self.root / "xdg-cache",
-            "XDG_RUNTIME_DIR": self.root / "xdg-runtime",
-        }
-        for path in xdg.values():
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True)
-        return {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(self.home),
-            **{key: str(path) for key, path in xdg.items()},
-            "TZ": "UTC",
-            "NO_COLOR": "1",
-            "PYTHONPYCACHEPREFIX": str(self.pycache),
-        }
+        return isolated_env(self.root, self.pycache)
 
     def ccusage_env(self) -> dict[str, str]:
         tmp = self.root / "ccusage-tmp"
         tmp.mkdir(exist_ok=True)
-        return {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(self.home),
-            "TZ": "UTC",
-            "NO_COLOR": "1",
-            "TMPDIR": str(tmp),  # ccusage keeps its status-line cache in os.tmpdir()
-        }
+        # ccusage keeps its status-line cache in os.tmpdir()
+        return plain_env(self.home, TMPDIR=str(tmp))
 
     def run(
         self,
@@ -343,35 +315,20 @@ class Tools:
 
 def find_tools(ccusage: Path) -> Tools:
     """sufd/sufctl/sufd-statusline of this interpreter's environment, and the pinned ccusage."""
-    bindir = Path(sys.executable).parent
-
-    def entry(name: str, module: str) -> tuple[str, ...]:
-        script = bindir / name
-        return (str(script),) if script.is_file() else (sys.executable, "-m", module)
-
-    if not ccusage.is_file():
-        raise BenchError(
-            f"ccusage not found at {ccusage}; run"
-            f" `npm install --prefix {REPO / '.ci'} ccusage@{CCUSAGE_VERSION}` or pass --ccusage"
-        )
-    proc = subprocess.run(
-        [str(ccusage), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(REPO)},
-        check=False,
-    )
-    version = proc.stdout.strip().split()[-1] if proc.stdout.strip() else "?"
-    if version != CCUSAGE_VERSION:
-        log(f"warning: {ccusage} reports version {version!r}, the baseline is {CCUSAGE_VERSION}")
+    version = ccusage_version(ccusage, warn=log)
     return Tools(
-        sufd=entry("sufd", "sufd"),
-        sufctl=entry("sufctl", "sufd.ctl"),
-        statusline=entry("sufd-statusline", "sufd.statusline"),
+        sufd=entry_point("sufd", "sufd"),
+        sufctl=entry_point("sufctl", "sufd.ctl"),
+        statusline=entry_point("sufd-statusline", "sufd.statusline"),
         ccusage=ccusage,
         ccusage_version=version,
     )
+
+
+def socket_of(user: User, tools: Tools) -> Path:
+    """The control socket the daemon of ``user`` listens on (``sufd paths``)."""
+    _, proc = user.run([*tools.sufd, "paths", "--json"])
+    return Path(json.loads(proc.stdout)["socket"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -976,10 +933,26 @@ def latency_phase(
         "daemon_cpu_s": round(cpu1 - cpu0, 3),
         "cpu_s_per_60s": round((cpu1 - cpu0) / window * 60, 3),
         "loadavg_before": [round(x, 2) for x in load0],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_after": loadavg(),
         "tail_events": len(tail.events),
         "sessions": [s.session for s in specs],
     }
+
+
+def cycle_records(log_path: Path, since: float, until: float) -> list[dict[str, Any]]:
+    """The daemon's ``ingest.cycle`` log records ended in [since, until], with ``end`` added."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"ingest.cycle"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+            end = datetime.fromisoformat(record["timestamp"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if since <= end <= until:
+            out.append({**record, "end": end})
+    return out
 
 
 def cycle_profile(log_path: Path, since: float, until: float) -> dict[str, Any]:
@@ -990,16 +963,8 @@ def cycle_profile(log_path: Path, since: float, until: float) -> dict[str, Any]:
     minus the lag is the time the file watcher took to report the change.
     """
     kinds: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for line in log_path.read_text(errors="replace").splitlines():
-        if '"ingest.cycle"' not in line:
-            continue
-        try:
-            record = json.loads(line)
-            at = datetime.fromisoformat(record["timestamp"]).timestamp()
-        except (ValueError, KeyError, TypeError):
-            continue
-        if since <= at <= until:
-            kinds[str(record.get("kind"))].append(record)
+    for record in cycle_records(log_path, since, until):
+        kinds[str(record.get("kind"))].append(record)
     out: dict[str, Any] = {}
     for kind, records in sorted(kinds.items()):
         durations = [float(r.get("duration_ms") or 0) for r in records]
@@ -1092,7 +1057,7 @@ def idle_phase(daemon: DaemonProc, idle_s: float, settle_s: float) -> dict[str, 
         "peak_rss_mb": round(mem.get("VmHWM", math.nan), 1),
         "store_bytes": (status.get("store") or {}).get("bytes"),
         "loadavg_before": [round(x, 2) for x in load0],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_after": loadavg(),
     }
 
 
@@ -1273,68 +1238,23 @@ def ccusage_phase(user: User, tools: Tools, session: Session, runs: int) -> dict
 # machine, checks, results
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _mem_total_gb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return round(int(line.split()[1]) * 1024 / 1e9, 1)
-    return math.nan
-
-
 def machine_info(tools: Tools) -> dict[str, Any]:
     import sufd
 
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        node = subprocess.run(
-            ["node", "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout.strip()
-    except OSError:
-        node = "?"
-    try:
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        commit = "?"
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": commit or "?",
-        "nproc": nproc,
-        "memory_gb": _mem_total_gb(),
-        "cpu_model": _cpu_model(),
+        "date": utc_now(),
+        "git": git_describe() or "?",
+        "nproc": nproc(),
+        "memory_gb": mem_total_gb(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "ccusage": tools.ccusage_version,
-        "node": node or "?",
+        "node": command_output(["node", "--version"]) or "?",
         "sufd": sufd.__version__,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_start": loadavg(),
     }
-
-
-@dataclass(frozen=True)
-class Check:
-    """One row of the results table."""
-
-    name: str
-    value: str
-    target: str
-    passed: bool | None  # None: shown for information, no target
 
 
 def build_checks(fig: dict[str, Any]) -> list[Check]:
@@ -1463,8 +1383,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
     log(f"history: {corpus['bytes'] / 1e6:,.1f} MB in {corpus['files']:,} files")
     log("warming the bytecode cache")
     warm_up(work, tools, user.pycache)
-    _, proc = user.run([*tools.sufd, "paths", "--json"])
-    socket_path = Path(json.loads(proc.stdout)["socket"])
+    socket_path = socket_of(user, tools)
     log("sufd ingest (the history, once)")
     ingest_s, _ = user.run([*tools.sufd, "ingest", "--json"])
     specs = writer_specs(user, args.seed, args.writers, args.duration)
@@ -1493,7 +1412,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
     finally:
         daemon.stop()
     fig = collect_figures(corpus, setup, lat, idle, sl, cc, session, sufd_cost)
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["loadavg_at_end"] = loadavg()
     checks = build_checks(fig)
     return {
         "benchmark": "daemon_bench (issue 3)",
@@ -1534,11 +1453,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
 def print_results(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"sufd daemon benchmark ({'quick' if result['quick'] else 'full'} run)")
-    print(
-        f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python"
-        f" {m['python']}, SQLite {m['sqlite']}, ccusage {m['ccusage']}, sufd at {m['git']},"
-        f" {m['date']}"
-    )
+    print(machine_line(m, f"ccusage {m['ccusage']}", f"sufd at {m['git']}"))
     c = result["corpus"]
     print(f"history: {c['bytes'] / 1e6:,.1f} MB, {c['files']:,} files (seed {c['seed']})")
     print()
@@ -1552,9 +1467,9 @@ def print_results(result: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.daemon_bench",
-        description="Issue 3: the daemon's write->commit latency under 20 live writers, its"
+    p = new_parser(
+        "daemon_bench",
+        "Issue 3: the daemon's write->commit latency under 20 live writers, its"
         " idle CPU and RSS, and the status line against ccusage statusline.",
     )
     p.add_argument(
@@ -1571,13 +1486,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"size of the generated history (default {DEFAULT_HISTORY_MB:.0f},"
         f" quick {QUICK_HISTORY_MB:.0f})",
     )
-    p.add_argument("--json-out", type=Path, help="write every figure and detail here as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="create the work directory under this one (default: the system temp)",
-    )
+    add_output_options(p)
     p.add_argument(
         "--ccusage",
         type=Path,
@@ -1587,10 +1496,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="corpus and writer seed (default 1)")
     p.add_argument("--writers", type=int, default=WRITERS, help=argparse.SUPPRESS)
     return p  # fmt: skip
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1606,28 +1511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.history_mb <= 0 or args.writers < 1:
         print("error: --history-mb and the writer count must be positive", file=sys.stderr)
         return 2
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sufd-daemon-bench-", dir=args.workdir))
-    signal.signal(signal.SIGTERM, _interrupt)  # so that the daemon is stopped on the way out
-    try:
-        tools = find_tools(args.ccusage)
-        result = run_benchmark(args, work, tools)
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the daemon and the helpers were stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["work_dir"] = str(work) if args.keep else None
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    result = run_isolated(
+        lambda work: run_benchmark(args, work, find_tools(args.ccusage)),
+        args,
+        "sufd-daemon-bench-",
+        "the daemon and the helpers were stopped",
+    )
+    if isinstance(result, int):
+        return result
     print_results(result)
     correct = (
         result["figures"]["session_cost_match"] and result["figures"]["latency_unmatched"] == 0

@@ -12,7 +12,6 @@ example is printed by pytest as usual, with the ``@reproduce_failure`` blob to r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -20,13 +19,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import REPO, new_parser, utc_now, write_json
+
 __all__ = ["main", "parse_statistics"]
 
-REPO = Path(__file__).resolve().parent.parent
 TEST_FILE = "tests/test_fuzz_sources.py"
 _HEADER = re.compile(r"^(tests/\S+::\S+):$")
 _PHASE = re.compile(r"^\s*- during (\w+) phase \(([\d.]+) seconds\):")
@@ -53,9 +52,9 @@ def parse_statistics(output: str) -> dict[str, dict[str, Any]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fuzz_bench",
-        description="Fuzz every sufd source parser through the real ingest boundary with"
+    parser = new_parser(
+        "fuzz_bench",
+        "Fuzz every sufd source parser through the real ingest boundary with"
         " EXAMPLES random examples per test; print what ran and whether every property held.",
     )
     parser.add_argument(
@@ -107,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.json_out is not None:
         report = {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "when": utc_now(),
             "machine": {
                 "platform": platform.platform(),
                 "python": platform.python_version(),
@@ -122,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "exit": proc.returncode,
             "tests": stats,
         }
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_out, report)
     return proc.returncode
 
 

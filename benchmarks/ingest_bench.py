@@ -31,7 +31,6 @@ correctness cross-check passed, 1 when the cross-check failed (timing targets ne
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -39,24 +38,36 @@ import shlex
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import (
+    DEFAULT_CCUSAGE,
+    BenchError,
+    Run,
+    ccusage_version,
+    command_output,
+    cpu_model,
+    git_describe,
+    isolated_env,
+    loadavg,
+    log,
+    new_parser,
+    nproc,
+    percentile,
+    run_measured,
+    utc_now,
+    work_dir,
+    write_json,
+)
+from benchmarks.common import Check as _Check
 from tests.corpus import CorpusSpec, CorpusStats, generate, generate_to_size
 
 __all__ = ["FIGURES", "main"]
-
-REPO = Path(__file__).resolve().parent.parent
-CCUSAGE_VERSION = "20.0.24"
-DEFAULT_CCUSAGE = REPO / ".ci" / "node_modules" / ".bin" / "ccusage"
 
 DEFAULT_SIZE_MB = 500.0
 QUICK_SIZE_MB = 50.0
@@ -65,7 +76,6 @@ BIG_FILE_FRACTION = 0.4  # one file of 200 MB next to a 500 MB corpus
 REPORT_WARMUPS = 2
 REPORT_RUNS = 10
 CCUSAGE_WARM_RUNS = 3
-RUN_TIMEOUT_S = 3600.0
 
 # targets (issue 2)
 COLD_RATIO_MAX = 3.0  # cold sufd ingest <= 3x ccusage (cold vs cold is the baseline)
@@ -118,76 +128,8 @@ FIGURES = (
 ccusage binary cannot be found next to the wrapper)."""
 
 
-class BenchError(Exception):
-    """A setup problem or a command that failed; ends the run with exit status 2."""
-
-
 # ------------------------------------------------------------------------------------------------
 # running and measuring commands
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished subprocess: wall time, peak RSS and its output."""
-
-    argv: tuple[str, ...]
-    wall_s: float
-    cpu_s: float
-    maxrss_kib: int
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def rss_mb(self) -> float:
-        return self.maxrss_kib * 1024 / 1e6
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.stdout)
-        except ValueError as exc:
-            raise BenchError(f"{self.describe()} did not print JSON: {exc}") from None
-
-    def describe(self) -> str:
-        return shlex.join(self.argv)
-
-
-def run_measured(
-    argv: Sequence[str], env: dict[str, str], cwd: Path, scratch: Path, check: bool = True
-) -> Run:
-    """Run ``argv``; time it from spawn to reap and take its rusage from ``os.wait4``.
-
-    Output goes to files (no pipes to drain while waiting), read back afterwards.
-    """
-    scratch.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = scratch / "stdout", scratch / "stderr"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-        )
-        timer = threading.Timer(RUN_TIMEOUT_S, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    run = Run(
-        argv=tuple(argv),
-        wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        maxrss_kib=usage.ru_maxrss,
-        returncode=proc.returncode,
-        stdout=out_path.read_text(errors="replace"),
-        stderr=err_path.read_text(errors="replace"),
-    )
-    if check and run.returncode != 0:
-        raise BenchError(
-            f"{run.describe()} exited {run.returncode}\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
-        )
-    return run
 
 
 @dataclass(frozen=True)
@@ -202,25 +144,7 @@ class User:
         return self.root / "home"
 
     def env(self) -> dict[str, str]:
-        xdg = {
-            "XDG_CONFIG_HOME": self.root / "xdg-config",
-            "XDG_DATA_HOME": self.root / "xdg-data",
-            "XDG_STATE_HOME": self.root / "xdg-state",
-            "XDG_CACHE_HOME": self.root / "xdg-cache",
-            "XDG_RUNTIME_DIR": self.root / "xdg-runtime",
-        }
-        for path in xdg.values():
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True)
-        return {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(self.home),
-            **{key: str(path) for key, path in xdg.items()},
-            "TZ": "UTC",
-            "NO_COLOR": "1",
-            "PYTHONPYCACHEPREFIX": str(self.pycache),
-        }
+        return isolated_env(self.root, self.pycache)
 
     def run(self, argv: Sequence[str], step: str, check: bool = True) -> Run:
         return run_measured(argv, self.env(), self.home, self.root / "out" / step, check)
@@ -252,25 +176,7 @@ def find_tools(ccusage: Path) -> Tools:
     sufctl: tuple[str, ...] = (str(bindir / "sufctl"),)
     if not (bindir / "sufd").is_file() or not (bindir / "sufctl").is_file():
         sufd, sufctl = (sys.executable, "-m", "sufd"), (sys.executable, "-m", "sufd.ctl")
-    if not ccusage.is_file():
-        raise BenchError(
-            f"ccusage not found at {ccusage}; run"
-            f" `npm install --prefix {REPO / '.ci'} ccusage@{CCUSAGE_VERSION}` or pass --ccusage"
-        )
-    proc = subprocess.run(
-        [str(ccusage), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(REPO)},
-        check=False,
-    )
-    version = proc.stdout.strip().split()[-1] if proc.stdout.strip() else "?"
-    if version != CCUSAGE_VERSION:
-        print(
-            f"warning: {ccusage} reports version {version!r}, the baseline is {CCUSAGE_VERSION}",
-            file=sys.stderr,
-        )
+    version = ccusage_version(ccusage, warn=lambda message: print(message, file=sys.stderr))
     return Tools(sufd, sufctl, ccusage, _native_ccusage(ccusage), version)
 
 
@@ -296,13 +202,6 @@ def drop_page_cache() -> bool:
 
 # ------------------------------------------------------------------------------------------------
 # corpora
-
-
-_T0 = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def describe_corpus(home: Path, stats: CorpusStats, seconds: float) -> dict[str, Any]:
@@ -465,12 +364,6 @@ def ccusage_runs(user: User, tools: Tools, drop: bool) -> tuple[dict[str, Any], 
     return result, report
 
 
-def p95(values: Sequence[float]) -> float:
-    """Nearest-rank 95th percentile (of 10 runs: the slowest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 def warm_reports(user: User, tools: Tools) -> tuple[dict[str, Any], Any]:
     argv = [*tools.sufctl, "report", "daily", "--json"]
     log(f"sufctl report daily --json: {REPORT_WARMUPS} warm-ups, {REPORT_RUNS} timed runs")
@@ -483,7 +376,7 @@ def warm_reports(user: User, tools: Tools) -> tuple[dict[str, Any], Any]:
         "runs_s": times,
         "runs_cpu_s": [r.cpu_s for r in runs],
         "median_s": statistics.median(times),
-        "p95_s": p95(times),
+        "p95_s": percentile(times, 95),  # nearest rank: of 10 runs, the slowest
         "peak_rss_mb": max(r.rss_mb for r in runs),
     }
     log(f"report: median {result['median_s'] * 1e3:.0f} ms, p95 {result['p95_s'] * 1e3:.0f} ms")
@@ -560,55 +453,30 @@ def cross_check(sufd_report: Any, ccusage_report: Any) -> dict[str, Any]:
 # machine and results
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _command_output(argv: Sequence[str]) -> str:
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=30, cwd=REPO, check=False
-        )
-    except OSError:
-        return "?"
-    return proc.stdout.strip() or "?"
-
-
 def machine_info(tools: Tools) -> dict[str, Any]:
     import sufd
 
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": nproc,
-        "cpu_model": _cpu_model(),
-        "free_h": _command_output(["free", "-h"]),
+        "date": utc_now(),
+        "nproc": nproc(),
+        "cpu_model": cpu_model(),
+        "free_h": command_output(["free", "-h"]) or "?",
         "platform": platform.platform(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "sqlite": sqlite3.sqlite_version,
         "ccusage": tools.ccusage_version,
-        "node": _command_output(["node", "--version"]),
+        "node": command_output(["node", "--version"]) or "?",
         "sufd": sufd.__version__,
-        "git": _command_output(["git", "describe", "--always", "--dirty"]),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git": git_describe() or "?",
+        "loadavg_at_start": loadavg(),
     }
 
 
 @dataclass(frozen=True)
-class Check:
-    """One row of the results table."""
+class Check(_Check):
+    """One row of the results table, counted in the targets met unless it is not ``gating``."""
 
-    name: str
-    value: str
-    target: str
-    passed: bool | None  # None: shown for information, no target
     gating: bool = True  # False: a PASS/FAIL shown beside the target that counts
 
 
@@ -861,7 +729,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, tools: Tools) -> dict[st
     fig = figures(corpus, cold, cc, report, again, rss, check)
     fig["store_bytes"] = store["bytes"]
     fig["store_bytes_per_event"] = store["bytes_per_event"]
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["loadavg_at_end"] = loadavg()
     checks = build_checks(fig)
     gating = [c for c in checks if c.gating and c.passed is not None]
     return {
@@ -954,9 +822,9 @@ def print_results(result: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.ingest_bench",
-        description="Issue 2 benchmark: generate a corpus, then time cold/no-change `sufd ingest`"
+    parser = new_parser(
+        "ingest_bench",
+        "Issue 2 benchmark: generate a corpus, then time cold/no-change `sufd ingest`"
         " and warm `sufctl report daily --json` against `ccusage daily --json --offline`, check"
         " peak RSS on three corpora and that the daily totals agree.",
     )
@@ -1000,24 +868,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = raw
     if not args.quick and args.size_mb <= 0:
         _parser().error("--size-mb must be positive")
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sufd-bench-", dir=args.workdir))
-    log(f"work dir {work}")
-    try:
-        tools = find_tools(args.ccusage)
-        result = run_benchmark(args, work, tools)
-    except BenchError as exc:
-        print(f"ingest_bench: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with work_dir(args.workdir, "sufd-bench-", args.keep) as work:
+        log(f"work dir {work}")
+        try:
+            tools = find_tools(args.ccusage)
+            result = run_benchmark(args, work, tools)
+        except BenchError as exc:
+            print(f"ingest_bench: {exc}", file=sys.stderr)
+            return 2
     if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json_out, result)
         log(f"wrote {args.json_out}")
     print_results(result)
     return 0 if result["figures"]["correctness_passed"] else 1

@@ -75,13 +75,8 @@ import multiprocessing
 import os
 import queue
 import random
-import shutil
-import signal
 import sqlite3
-import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -92,10 +87,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemon_bench import (
-    CLAUDE_SHARE,
+from benchmarks.common import (
+    REPO,
     BenchError,
     Check,
+    entry_point,
+    git_describe,
+    loadavg,
+    log,
+    machine_line,
+    median,
+    new_parser,
+    percentile,
+    run_isolated,
+)
+from benchmarks.daemon_bench import (
+    CLAUDE_SHARE,
     DaemonProc,
     TailCollector,
     Tools,
@@ -104,17 +111,15 @@ from benchmarks.daemon_bench import (
     _ClaudeWriter,
     _CodexWriter,
     format_table,
-    log,
     machine_info,
     make_history,
     memory_mb,
-    percentile,
     process_cpu_s,
+    socket_of,
 )
 
 __all__ = ["COLUMNS", "main"]
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "soak"
 
 DEFAULT_MINUTES = 10.0
@@ -719,10 +724,6 @@ def _num(rows: Sequence[dict[str, Any]], col: str) -> list[float]:
     return [float(r[col]) for r in rows if r.get(col) not in ("", None)]
 
 
-def _med(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
 def _pooled(span: Sequence[dict[str, Any]], values: Sequence[tuple[float, float]]) -> list[float]:
     """The values (time, v) that fell in a span of rows."""
     if not span:
@@ -762,9 +763,9 @@ def judge(
             "rows": len(span),
             "from_s": span[0]["elapsed_s"] if span else None,
             "to_s": span[-1]["elapsed_s"] if span else None,
-            "rss_median_mb": _med(_num(span, "rss_mb")),
+            "rss_median_mb": median(_num(span, "rss_mb")),
             "fds_min": min(_num(span, "open_fds"), default=math.nan),
-            "fds_median": _med(_num(span, "open_fds")),
+            "fds_median": median(_num(span, "open_fds")),
             "fds_max": max(_num(span, "open_fds"), default=math.nan),
             "wal_max_mb": max(_num(span, "wal_mb"), default=math.nan),
             "latency_n": len(lat),
@@ -773,7 +774,7 @@ def judge(
             "cycle_n": len(cyc),
             "cycle_p99_ms": percentile(cyc, 99),
             "cpu_s_per_1k_lines": _cpu_per_k(span, rows),
-            "statusline_rtt_median_ms": _med(_num(span, "statusline_rtt_ms")),
+            "statusline_rtt_median_ms": median(_num(span, "statusline_rtt_ms")),
         }
     a, c = s["first"], s["last"]
     cap_kb = (LOG_BACKUPS + 1) * cfg.log_max_bytes / 1e3 if cfg.log_max_bytes else math.nan
@@ -923,11 +924,9 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], cfg: Config, title: str) ->
 
 
 def _tools(cfg: Config) -> Tools:
-    bindir = Path(sys.executable).parent
-    sufctl = bindir / "sufctl"
     return Tools(
         sufd=(sys.executable, "-c", _LAUNCHER, str(cfg.log_max_bytes), cfg.sufd_src),
-        sufctl=(str(sufctl),) if sufctl.is_file() else (sys.executable, "-m", "sufd.ctl"),
+        sufctl=entry_point("sufctl", "sufd.ctl"),
         statusline=(),
         ccusage=Path("/nonexistent"),
         ccusage_version="-",
@@ -990,13 +989,8 @@ def _event_count(db: Path) -> int:
 
 
 def _sufd_git(src: str) -> str:
-    where = Path(src) if src else REPO
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=where,
-                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
-    except OSError:
-        return "?"
-    return out.stdout.strip() or "(not a git checkout)"
+    described = git_describe(Path(src) if src else REPO)
+    return "?" if described is None else described or "(not a git checkout)"
 
 
 def run_soak(cfg: Config, work: Path, out_dir: Path) -> dict[str, Any]:
@@ -1019,9 +1013,7 @@ def run_soak(cfg: Config, work: Path, out_dir: Path) -> dict[str, Any]:
     (user.home / ".codex" / "sessions").mkdir(parents=True, exist_ok=True)
     log("sufd ingest (the history, once)")
     user.run([*tools.sufd, "ingest", "--json"])
-    _, proc = user.run([*tools.sufd, "paths", "--json"])
-    socket_path = Path(json.loads(proc.stdout)["socket"])
-    daemon = DaemonProc(user, tools, socket_path)
+    daemon = DaemonProc(user, tools, socket_of(user, tools))
     rec = Recorder()
     follower = LogFollower(log_dir)
     ctx = multiprocessing.get_context("spawn")
@@ -1113,7 +1105,7 @@ def run_soak(cfg: Config, work: Path, out_dir: Path) -> dict[str, Any]:
     rows = sampler.rows
     finish_rows(rows, rec, follower.records)
     checks, thirds = judge(rows, rec, follower.records, cfg, correctness)
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["loadavg_at_end"] = loadavg()
     title = (
         f"sufd soak: {cfg.minutes:g} min at {cfg.rate:g}x a heavy user ({cfg.sessions} sessions),"
         f" log rotated at {cfg.log_max_bytes:,} B; sufd {machine['sufd_git']},"
@@ -1141,9 +1133,9 @@ def run_soak(cfg: Config, work: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.soak_bench",
-        description="Issue 6 soak: run the real sufd daemon for --minutes while agents write"
+    p = new_parser(
+        "soak_bench",
+        "Issue 6 soak: run the real sufd daemon for --minutes while agents write"
         " at --rate times a heavy user's pace (3 sessions, a reply every 6 s each), replace,"
         " rewrite, archive and delete files and start new sessions; sample RSS, open fds, WAL,"
         " log dir size (with rotation), events and per-interval latency into soak.csv, plot"
@@ -1219,17 +1211,12 @@ def _parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def print_results(result: dict[str, Any], checks: Sequence[Check]) -> None:
     m, c = result["machine"], result["config"]
     print(f"sufd soak: {c['minutes']:g} min at {c['rate']:g}x a heavy user ({c['sessions']}"
           f" sessions, {c['writers']} writer processes), a row every {c['interval_s']:g} s,"
           f" warm-up {c['warmup_s']:.0f} s")  # fmt: skip
-    print(f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python"
-          f" {m['python']}, SQLite {m['sqlite']}, sufd {m['sufd_git']}, {m['date']}")  # fmt: skip
+    print(machine_line(m, f"sufd {m['sufd_git']}"))
     t = result["thirds"]
     print(f"first third {t['first']['from_s']}-{t['first']['to_s']} s, last third"
           f" {t['last']['from_s']}-{t['last']['to_s']} s")  # fmt: skip
@@ -1258,30 +1245,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = str(args.sufd_src.resolve())
     cfg = Config(minutes, args.rate, args.writers, args.interval, args.history_mb,
                  args.log_max_bytes, args.seed, src)  # fmt: skip
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sufd-soak-", dir=args.workdir))
-    signal.signal(signal.SIGTERM, _interrupt)  # so that the daemon is stopped on the way out
-    try:
-        result = run_soak(cfg, work, args.out.resolve())
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the daemon and the writers were stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["command"] = " ".join(["python -m benchmarks.soak_bench", *(
+    command = " ".join(["python -m benchmarks.soak_bench", *(
         sys.argv[1:] if argv is None else argv)])  # fmt: skip
-    result["work_dir"] = str(work) if args.keep else None
+    result = run_isolated(
+        lambda work: run_soak(cfg, work, args.out.resolve()) | {"command": command},
+        args,
+        "sufd-soak-",
+        "the daemon and the writers were stopped",
+        json_default=str,
+    )
+    if isinstance(result, int):
+        return result
     checks = [Check(**row) for row in result["checks"]]
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print_results(result, checks)
     return 0 if all(ch.passed is not False for ch in checks) else 1
 

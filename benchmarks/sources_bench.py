@@ -62,47 +62,56 @@ import os
 import platform
 import random
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from benchmarks.daemon_bench import (
+from benchmarks.common import (
+    REPO,
     BenchError,
+    Run,
+    add_output_options,
+    cpu_model,
+    loadavg,
+    log,
+    machine_line,
+    mem_total_gb,
+    new_parser,
+    nproc,
+    run_isolated,
+    run_measured,
+    utc_now,
+)
+from benchmarks.common import median as _median
+from benchmarks.daemon_bench import (
     DaemonProc,
     TailCollector,
     Tools,
     User,
     WriterSpec,
     _ClaudeWriter,
-    _cpu_model,
     _dist,
-    _mem_total_gb,
     cycle_profile,
-    log,
+    cycle_records,
     match_samples,
     memory_mb,
+    socket_of,
     warm_up,
 )
-from benchmarks.ingest_bench import Run, run_measured
 from tests.cursor_gen import Conversation, Row, create_db, generate, insert_rows
 
 __all__ = ["FIGURES", "main"]
-
-REPO = Path(__file__).resolve().parent.parent
 
 # full run / --quick
 CLINE_WRITES, QUICK_CLINE_WRITES = 50, 10
@@ -184,10 +193,6 @@ FIGURES = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
 
 
 class LoadSampler:
@@ -285,27 +290,6 @@ def summarize(samples: list[dict[str, Any]], latencies: list[float | None]) -> d
         "groups": {k: _dist(v) for k, v in sorted(groups.items())},
         "latencies_ms": [None if v is None else round(v, 1) for v in latencies],
     }
-
-
-def daemon_cycles(log_path: Path, since: float, until: float) -> list[dict[str, Any]]:
-    """The daemon's ``ingest.cycle`` records ended in [since, until], with ``end`` added."""
-    out = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if '"ingest.cycle"' not in line:
-            continue
-        try:
-            record = json.loads(line)
-            end = datetime.fromisoformat(record["timestamp"]).timestamp()
-        except (ValueError, KeyError, TypeError):
-            continue
-        if since <= end <= until:
-            out.append({**record, "end": end})
-    return out
-
-
-def socket_of(user: User, t: Tools) -> Path:
-    _, proc = user.run([*t.sufd, "paths", "--json"])
-    return Path(json.loads(proc.stdout)["socket"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -833,7 +817,7 @@ def daemon_big_phase(
         w = CursorWriter(db, rng)
         incr = cursor_writes(w, tail, big_writes, rng)
         incr_lat = wait_matched(tail, incr, MATCH_WAIT_S)
-        incr_cycles = [c for c in daemon_cycles(daemon.log_path, started, time.time())
+        incr_cycles = [c for c in cycle_records(daemon.log_path, started, time.time())
                        if c.get("files")]  # fmt: skip
         w.close()
         settle(daemon)
@@ -880,7 +864,7 @@ def full_check_under_daemon(
         deadline = time.monotonic() + FULL_CHECK_WAIT_S
         cycles: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            cycles = [c for c in daemon_cycles(daemon.log_path, replaced, time.time() + 1)
+            cycles = [c for c in cycle_records(daemon.log_path, replaced, time.time() + 1)
                       if c.get("files")]  # fmt: skip
             if any(c["end"] >= line["t"] for c in cycles) and latency is not None:
                 break
@@ -930,18 +914,17 @@ def full_check_under_daemon(
 def machine_info() -> dict[str, Any]:
     import sufd
 
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": nproc,
-        "memory_gb": _mem_total_gb(),
-        "cpu_model": _cpu_model(),
+        "date": utc_now(),
+        "nproc": nproc(),
+        "memory_gb": mem_total_gb(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "sufd": sufd.__version__,
         "code": code_state(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_start": loadavg(),
     }
 
 
@@ -1160,7 +1143,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         big = run_big(args, work, t)
     finally:
         load = sampler.stop()
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["loadavg_at_end"] = loadavg()
     fig = collect_figures(small, big, load)
     return {
         "benchmark": "sources_bench (issue 5)",
@@ -1186,8 +1169,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def print_results(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"sufd sources benchmark ({'quick' if result['quick'] else 'full'} run)")
-    print(f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python"
-          f" {m['python']}, SQLite {m['sqlite']}, {m['date']}")  # fmt: skip
+    print(machine_line(m))
     ld = result["load"]
     print(f"1-min load average during the run: mean {ld['load1_mean']}, min {ld['load1_min']},"
           f" max {ld['load1_max']} ({ld['samples']} samples)")  # fmt: skip
@@ -1196,9 +1178,9 @@ def print_results(result: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.sources_bench",
-        description="Issue 5: Cline rewrite and Cursor update latency under the daemon, and the"
+    p = new_parser(
+        "sources_bench",
+        "Issue 5: Cline rewrite and Cursor update latency under the daemon, and the"
         " cost of a full check of a ~100 MB Cursor state.vscdb (against a plain Python read).",
     )
     p.add_argument(
@@ -1207,14 +1189,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a ~60 s smoke run: {QUICK_CLINE_WRITES} + {QUICK_CURSOR_WRITES} timed"
         f" writes, a {QUICK_BIG_MB:.0f} MB DB",
     )
-    p.add_argument("--json-out", type=Path, help="write every figure and detail here as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        help="create the work directory under this one (default: the system temp;"
-        " keep it short: the daemon's socket lives there)",
-    )
+    add_output_options(p, "; keep it short: the daemon's socket lives there")
     p.add_argument(
         "--big-mb",
         type=float,
@@ -1249,10 +1224,6 @@ def _parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -1269,27 +1240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.load_wait = None
     if args.max_load is not None:
         args.load_wait = wait_for_load(args.max_load, args.max_wait)
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sufd-src-bench-", dir=args.workdir))
-    signal.signal(signal.SIGTERM, _interrupt)  # so that the daemons are stopped on the way out
-    try:
-        result = run_benchmark(args, work)
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the daemons and helpers were stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["work_dir"] = str(work) if args.keep else None
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    result = run_isolated(
+        lambda work: run_benchmark(args, work),
+        args,
+        "sufd-src-bench-",
+        "the daemons and helpers were stopped",
+    )
+    if isinstance(result, int):
+        return result
     print_results(result)
     f = result["figures"]
     lost = f["cline_unmatched"] + f["cursor_unmatched"] + (f["claude_during_full_check_ms"] is None)
