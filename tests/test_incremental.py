@@ -77,6 +77,7 @@ class Snapshot:
     where: dict[tuple[str, str], tuple[str, int]]  # (relative path, offset) of each event
     agg_time: dict[tuple[Any, ...], tuple[Any, ...]]
     agg_session: dict[tuple[Any, ...], tuple[Any, ...]]
+    agg_day: dict[tuple[Any, ...], tuple[Any, ...]]  # per local day, every tracked zone
     spans: dict[tuple[Any, ...], tuple[int, int]]
     malformed: dict[tuple[str, int], str]
     files: dict[str, tuple[Any, ...]]
@@ -106,6 +107,13 @@ def snapshot(env: SufdEnv) -> Snapshot:
                 " JOIN projects p ON p.id = a.project_id JOIN models m ON m.id = a.model_id"
             )
         }
+        agg_day = {
+            r[:5]: r[5:]
+            for r in conn.execute(
+                f"SELECT a.zone, a.day, a.source, p.path, m.name, {_AGG_VALUES} FROM agg_day a"
+                " JOIN projects p ON p.id = a.project_id JOIN models m ON m.id = a.model_id"
+            )
+        }
         session_rows = conn.execute(
             f"SELECT s.source, s.session, p.path, m.name, {_AGG_VALUES}, first_ts, last_ts"
             " FROM agg_session a JOIN sessions s ON s.id = a.session_id"
@@ -128,7 +136,7 @@ def snapshot(env: SufdEnv) -> Snapshot:
         conn.close()
     agg_session = {r[:4]: r[4:-2] for r in session_rows}
     spans = {r[:4]: r[-2:] for r in session_rows}
-    return Snapshot(events, where, agg_time, agg_session, spans, malformed, files)
+    return Snapshot(events, where, agg_time, agg_session, agg_day, spans, malformed, files)
 
 
 def _close(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -177,6 +185,7 @@ def assert_same_ledger(got: Snapshot, got_home: Path, want: Snapshot, want_home:
             assert dup == _line_at(want_home, *loc), (k, got.where[k], loc)
     _assert_rows_close(got.agg_time, want.agg_time)
     _assert_rows_close(got.agg_session, want.agg_session)
+    _assert_rows_close(got.agg_day, want.agg_day)
     assert got.malformed == want.malformed
     assert got.files == want.files
 

@@ -13,8 +13,8 @@ Rules:
 * provenance (file, offset): may differ only where the same line is present verbatim at both
   places (a resumed Claude session, a Codex archived copy: the first copy read wins the tie and
   read order differs); for ``database`` sources (no lines) it must be equal;
-* ``agg_time`` and ``agg_session`` sums: integers exact, costs within 1e-12 relative (sums
-  accumulated in another order); ``agg_session`` first/last activity exact;
+* ``agg_time``, ``agg_session`` and ``agg_day`` sums: integers exact, costs within 1e-12
+  relative (sums accumulated in another order); ``agg_session`` first/last activity exact;
 * malformed lines: the same ``(file, offset)`` with the same reason;
 * per-file cursors (source, size, offset, carried state, malformed count, error, gone). A
   ``database`` source's carried state also holds wall-clock bookkeeping (when the last full
@@ -144,6 +144,7 @@ def compare_snapshots(
             out.add("event.provenance", k, {"got": got_at, "want": want_at})
     _diff(out, "agg_time", got.agg_time, want.agg_time, _close)
     _diff(out, "agg_session", got.agg_session, want.agg_session, _close)
+    _diff(out, "agg_day", got.agg_day, want.agg_day, _close)
     _diff(out, "agg_session.span", got.spans, want.spans, _eq)
     _diff(out, "malformed", got.malformed, want.malformed, _eq)
     _diff(
