@@ -59,6 +59,7 @@ READ_STALL_S = 1.0
 # the lock may end without a write, and then no change notice comes.
 BUSY_RETRY_S = 0.1
 BUSY_RETRY_MAX_S = 5.0
+BUSY_RETRIES = 10  # about 30 s of retries in all
 # A change of the wall clock against the steady one larger than this is a jump (NTP slews
 # by far less per heartbeat).
 CLOCK_JUMP_S = 2.0
@@ -339,6 +340,10 @@ class Daemon(StoreKeeper):
         loop = asyncio.get_running_loop()
         for path in busy:
             n = self._busy_retries.get(path, 0)
+            if n >= BUSY_RETRIES:
+                # Still locked: left to the next change or reconcile, which start over.
+                del self._busy_retries[path]
+                continue
             self._busy_retries[path] = n + 1
             delay = min(BUSY_RETRY_S * 2**n, BUSY_RETRY_MAX_S)
             loop.call_later(delay, self.request_paths, "", {path})
@@ -349,9 +354,10 @@ class Daemon(StoreKeeper):
         # On the guard's helper thread: a root held up by a stalled call is readable again;
         # read all of its source from the committed cursors (what was skipped meanwhile).
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(
-                lambda: self.request_full([source], reason="mount_answered")
-            )
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                self._loop.call_soon_threadsafe(
+                    lambda: self.request_full([source], reason="mount_answered")
+                )
 
     def request_paths(self, source: str, paths: set[Path]) -> None:
         """Called by the watchers with changed files."""

@@ -273,15 +273,6 @@ class Ingestor:
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             log.warning("ingest.zone_unknown", zone=zone, error=f"{type(exc).__name__}: {exc}")
 
-    def discover(self, only: Collection[str] | None = None) -> Iterator[tuple[Source, Path, Path]]:
-        """Every owned file under every existing root of the enabled sources (or ``only``)."""
-        for source in self.sources:
-            if only is not None and source.name not in only:
-                continue
-            for root in source.roots(self.settings):
-                for path in source.scan(root):
-                    yield source, root, path
-
     def ingest_all(
         self,
         progress: Callable[[IngestStats, int], None] | None = None,

@@ -35,8 +35,9 @@ ClearHook = Callable[[str, str], None]
 # A guarded read asks for at most this much at once, so that a slow but working mount still
 # returns each call well within the deadline.
 GUARDED_READ_BYTES = 1024 * 1024
-# A mount that was slow once gets this much longer next time (twice its last stall), so a
-# mount that is merely slow makes progress instead of stalling on every call.
+# A root whose call stalled gets twice that stall as its deadline from then on (until the
+# daemon restarts), up to this: a mount that is merely slow then makes progress instead of
+# stalling on every read (a stalled read's bytes are not used).
 MAX_DEADLINE_S = 30.0
 
 _Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...]] | None
@@ -86,9 +87,9 @@ class IoGuard:
             if jobs is None:
                 jobs = self._jobs = _start_helper()
             deadline = self._deadlines.get(key, self.deadline_s)
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        stall = Stall(key[0], key[1], path, time.monotonic())
-        jobs.put((future, fn, args))
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            stall = Stall(key[0], key[1], path, time.monotonic())
+            jobs.put((future, fn, args))  # before any stop sentinel another caller may add
         try:
             return future.result(timeout=deadline)
         except concurrent.futures.TimeoutError:

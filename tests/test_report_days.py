@@ -12,6 +12,7 @@ the same costs in another order).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
@@ -211,3 +212,21 @@ def test_day_sums_kept_by_deltas_equal_a_fresh_sum(tmp_path: Path) -> None:
         kept, summed = rows(env.db, zone), rows(copy, zone)
         assert kept, zone
         _equal([list(r) for r in kept], [list(r) for r in summed], zone)
+
+
+def test_a_ledger_from_before_the_day_sums_still_reports(tmp_path: Path) -> None:
+    """``sufctl report`` of a new sufd reads a schema-2 ledger (not yet migrated: the old
+    daemon still runs) from the buckets instead of failing on the missing table."""
+    env = make_env(tmp_path / "user")
+    _write_corpus(env.home, _instants()[:50], 0)
+    _ingest(env, "UTC")
+    want = env.run("ctl", "report", "daily", "--json").stdout
+    conn = sqlite3.connect(env.db)
+    conn.execute("DROP TABLE agg_day")
+    conn.execute("DROP TABLE day_zones")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    got = env.run("ctl", "report", "daily", "--json").stdout
+    assert json.loads(want)["daily"], "the report is not empty"
+    _equal(json.loads(got), json.loads(want), "schema 2")

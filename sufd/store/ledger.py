@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from sufd.sources.base import Record, Source
+from sufd.store.queries import AGG_COLUMNS
 from sufd.store.zones import DayOf, local_day_sql
 
 __all__ = [
@@ -682,19 +683,7 @@ class Ledger:
         )
 
 
-_SUM_COLUMNS = (
-    "events",
-    "input",
-    "output",
-    "cache_write_5m",
-    "cache_write_1h",
-    "cache_read",
-    "reasoning",
-    "total",
-    "cost",
-    "unpriced",
-    "estimated",
-)
+_SUM_COLUMNS = AGG_COLUMNS  # the columns every aggregate table sums, in this order
 _SUM_LIST = ", ".join(_SUM_COLUMNS)
 _SUM_OF = ", ".join(f"SUM({c})" for c in _SUM_COLUMNS)
 

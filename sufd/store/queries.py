@@ -94,7 +94,10 @@ def grouped_time(
 
 def tracks_zone(conn: sqlite3.Connection, zone: str) -> bool:
     """Whether the ledger keeps sums per local day in ``zone`` (``agg_day``)."""
-    row = conn.execute("SELECT 1 FROM day_zones WHERE zone = ?", (zone,)).fetchone()
+    try:
+        row = conn.execute("SELECT 1 FROM day_zones WHERE zone = ?", (zone,)).fetchone()
+    except sqlite3.OperationalError:
+        return False  # a ledger from before schema 3, read before a writer migrated it
     return row is not None
 
 
