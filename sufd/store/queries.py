@@ -77,19 +77,8 @@ def grouped_time(
     ``group_expr`` is an SQL expression over ``bucket`` built by the report module (it maps
     a bucket to a local date, week or month); it never contains user input.
     """
-    where, params = _source_filter(sources, "a.source")
-    project_col = "p.path" if by_project else "NULL"
-    sql = (
-        f"SELECT {group_expr} AS g, a.source, m.name, {project_col}, {_SUMS}"
-        " FROM agg_time a JOIN models m ON m.id = a.model_id"
-        + (" JOIN projects p ON p.id = a.project_id" if by_project else "")
-        + f" WHERE a.bucket >= ? AND a.bucket < ?{where}"
-        f" GROUP BY g, a.source, a.model_id{', a.project_id' if by_project else ''}"
-    )
-    return [
-        AggRow(r[0], r[1], r[2], tuple(r[4:]), project=r[3])
-        for r in conn.execute(sql, [lo, hi, *params])
-    ]
+    where = "a.bucket >= ? AND a.bucket < ?"
+    return _grouped(conn, "agg_time", where, [lo, hi], group_expr, sources, by_project)
 
 
 def tracks_zone(conn: sqlite3.Connection, zone: str) -> bool:
@@ -113,25 +102,38 @@ def grouped_days(
 ) -> list[AggRow]:
     """Sum ``agg_day`` of ``zone`` over local days ``[lo, hi)`` (days since 1970-01-01;
     ``None``: unbounded) grouped by ``group_expr`` (SQL over ``day``), source and model."""
-    where, params = _source_filter(sources, "a.source")
-    bounds: list[int] = []
+    where = "a.zone = ?"
+    params: list[object] = [zone]
     if lo is not None:
         where += " AND a.day >= ?"
-        bounds.append(lo)
+        params.append(lo)
     if hi is not None:
         where += " AND a.day < ?"
-        bounds.append(hi)
+        params.append(hi)
+    return _grouped(conn, "agg_day", where, params, group_expr, sources, by_project)
+
+
+def _grouped(
+    conn: sqlite3.Connection,
+    table: str,
+    where: str,
+    params: Sequence[object],
+    group_expr: str,
+    sources: Sequence[str],
+    by_project: bool,
+) -> list[AggRow]:
+    by_source, source_params = _source_filter(sources, "a.source")
     project_col = "p.path" if by_project else "NULL"
     sql = (
         f"SELECT {group_expr} AS g, a.source, m.name, {project_col}, {_SUMS}"
-        " FROM agg_day a JOIN models m ON m.id = a.model_id"
+        f" FROM {table} a JOIN models m ON m.id = a.model_id"
         + (" JOIN projects p ON p.id = a.project_id" if by_project else "")
-        + f" WHERE a.zone = ?{where}"
+        + f" WHERE {where}{by_source}"
         f" GROUP BY g, a.source, a.model_id{', a.project_id' if by_project else ''}"
     )
     return [
         AggRow(r[0], r[1], r[2], tuple(r[4:]), project=r[3])
-        for r in conn.execute(sql, [zone, *bounds, *params])
+        for r in conn.execute(sql, [*params, *source_params])
     ]
 
 
