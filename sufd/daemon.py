@@ -287,13 +287,16 @@ class Daemon(StoreKeeper):
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
 
     def _open_writer(self) -> None:
-        prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
         self._write_conn = open_store(self.settings.paths.db)
         self.store.opened = health.identity(self.settings.paths.db)
-        ledger = Ledger(self._write_conn, price_version=prices.version)
+        self._new_ingestor(self._write_conn)
+
+    def _new_ingestor(self, conn: sqlite3.Connection) -> None:
+        """(writer thread) The ingestor for the current settings on the write connection."""
+        prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
         self._ingestor = Ingestor(
             self.settings,
-            ledger,
+            Ledger(conn, price_version=prices.version),
             prices,
             on_commit=self._committed,
             interrupt=self._interrupt,
@@ -643,16 +646,7 @@ class Daemon(StoreKeeper):
         def rebuild() -> None:
             if self._write_conn is None:
                 return  # the store is down: it is reopened with the new settings
-            prices = PriceTable.bundled().with_overrides(self.settings.price_overrides)
-            ledger = Ledger(self._write_conn, price_version=prices.version)
-            self._ingestor = Ingestor(
-                self.settings,
-                ledger,
-                prices,
-                on_commit=self._committed,
-                interrupt=self._interrupt,
-                slice_s=FILE_SLICE_S,
-            )
+            self._new_ingestor(self._write_conn)
 
         await self._in_writer(rebuild)
         self._start_watchers()

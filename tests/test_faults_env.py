@@ -557,6 +557,7 @@ def test_slow_mount_holds_up_only_its_root(harness: Harness, tmp_path: Path) -> 
         b.add(2)
         d = h.start()
         wait_events(h, a.written + b.written, 10, "both roots, the mount still fast")
+        h.call("reload")  # the guard must survive the ingestor being rebuilt by a reload
 
         mount.slow()
         held = b.add(2)  # written behind the mount's back: found by a scan, not by inotify
