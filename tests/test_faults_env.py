@@ -690,11 +690,14 @@ class FakeClock:
         self.set(0)
 
     def env(self) -> dict[str, str]:
-        """The daemon's environment for it (read on every clock call: ``NO_CACHE``)."""
+        """The daemon's environment for it. The offset file is read again at most once a
+        second: with ``FAKETIME_NO_CACHE`` every wall-clock call read it, which slowed the
+        daemon enough (its logging and SQLite ask the time constantly) to starve the control
+        socket and make the pause timings flaky."""
         return {
             "LD_PRELOAD": libfaketime(),
             "FAKETIME_TIMESTAMP_FILE": str(self.path),
-            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_CACHE_DURATION": "1",
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
 
