@@ -323,6 +323,9 @@ class Daemon(StoreKeeper):
         items: list[dict[str, Any]] = []
         now = time.time()
         for source, inserted, replaced in batch:
+            # Counted as they are announced, so that status never trails what tail said.
+            self.totals["events"] += len(inserted)
+            self.totals["replaced"] += len(replaced)
             for pr in inserted + replaced:
                 ts = pr.record.ts_ms
                 if ts > self.last_event_ms.get(source, 0):
@@ -428,8 +431,6 @@ class Daemon(StoreKeeper):
             at=time.time(),
             errors=len(stats.errors),
         )
-        self.totals["events"] += stats.inserted
-        self.totals["replaced"] += stats.replaced
         self.totals["malformed"] += stats.malformed
         self.totals["errors"] += len(stats.errors)
         if stats.files_read or stats.errors or stats.stalled:
