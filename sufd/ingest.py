@@ -23,7 +23,7 @@ import structlog
 
 from sufd.errors import SourceBusy
 from sufd.prices import PriceTable
-from sufd.reader import ByteFile, read_lines
+from sufd.reader import ByteFile, read_runs
 from sufd.settings import Settings, local_zone
 from sufd.sources import Malformed, Record, Source, enabled_sources
 from sufd.sources.base import FileContext
@@ -208,30 +208,67 @@ def parse_lines(
     chunk_bytes: int,
     chunk_records: int,
 ) -> Iterable[Chunk]:
-    """Parse complete lines from ``start``, yielding a chunk every ``chunk_bytes``/records."""
+    """Parse complete lines from ``start``, yielding a chunk every ``chunk_bytes``/records.
+
+    Lines without any of the source's :attr:`~Source.markers` that look like a JSON object
+    are passed over here (see there); everything else goes to ``parse_line``.
+
+    Consecutive records with the same key (the lines of one streamed reply) are folded
+    into the one the source prefers. The ledger would put the second where the first went
+    and keep the preferred one; handing it only the winner ends in the same slot with the
+    same event, since a key determines its group and ``prefer`` is an order. A third of a
+    transcript's records go no further than this.
+    """
     chunk = Chunk(end=start)
     chunk_start = last_end = start
-    parse = source.parse_line
-    for offset, last_end, data in read_lines(f, start, max_line=max_line):
-        if data is None:
-            chunk.malformed.append((offset, f"line longer than {max_line} bytes"))
-        elif data and not data.isspace():
-            try:
-                rec = parse(data, offset, ctx)
-            except Malformed as bad:
-                chunk.malformed.append((offset, bad.reason))
-                rec = None
-            if rec is not None:
-                chunk.records.append(price_record(rec, source, table, mode))
-        if last_end - chunk_start >= chunk_bytes or len(chunk.records) >= chunk_records:
-            chunk.end = last_end
-            chunk.state = dict(ctx.state)
-            yield chunk
-            chunk, chunk_start = Chunk(end=last_end), last_end
+    parse, prefer, markers = source.parse_line, source.prefer, source.markers
+    for run in read_runs(f, start, max_line=max_line):
+        last_end = run.offset
+        for data in run.lines if run.lines is not None else (None,):
+            offset = last_end
+            if data is None:
+                chunk.malformed.append((offset, f"line longer than {max_line} bytes"))
+                last_end = run.end
+            else:
+                last_end += len(data) + 1
+                wanted = True
+                if markers and data[:1] == b"{" and data[-1:] == b"}":
+                    for marker in markers:
+                        if marker in data:
+                            break
+                    else:
+                        wanted = False  # nothing of the source's on this line
+                if wanted and data and not data.isspace():
+                    try:
+                        rec = parse(data, offset, ctx)
+                    except Malformed as bad:
+                        chunk.malformed.append((offset, bad.reason))
+                        rec = None
+                    if rec is not None:
+                        _fold_in(chunk.records, price_record(rec, source, table, mode), prefer)
+            if last_end - chunk_start >= chunk_bytes or len(chunk.records) >= chunk_records:
+                chunk.end = last_end
+                chunk.state = dict(ctx.state)
+                yield chunk
+                chunk, chunk_start = Chunk(end=last_end), last_end
     chunk.end = last_end
     chunk.state = dict(ctx.state)
     chunk.final = True
     yield chunk
+
+
+def _fold_in(
+    records: list[PricedRecord],
+    new: PricedRecord,
+    prefer: Callable[[Record, float, Record, float], bool],
+) -> None:
+    """Append ``new``, or let it take the last record's place if both have one key."""
+    if records and records[-1].record.key == new.record.key:
+        last = records[-1]
+        if prefer(new.record, new.cost, last.record, last.cost):
+            records[-1] = new
+    else:
+        records.append(new)
 
 
 class Ingestor:

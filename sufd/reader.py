@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
-__all__ = ["CHUNK_BYTES", "ByteFile", "Line", "read_lines"]
+__all__ = ["CHUNK_BYTES", "ByteFile", "Line", "Run", "read_lines", "read_runs"]
 
 # Bytes asked of the file per read: larger reads gained nothing measurable, and cost their
 # size in peak memory (lines longer than this are joined from the pieces).
@@ -39,13 +39,25 @@ class Line(NamedTuple):
     data: bytes | None
 
 
-def read_lines(
-    f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES
-) -> Iterator[Line]:
-    """Yield the complete lines of ``f`` from byte ``start`` on.
+class Run(NamedTuple):
+    """Consecutive complete lines: the first starts at ``offset``, the next after them at
+    ``end``; each is followed by one newline in the file.
+
+    ``lines`` is ``None`` for a single line longer than the limit, skipped unread. A run is
+    what one read produced: handing lines over a block at a time, not one by one, keeps the
+    per-line cost to what the caller does with it.
+    """
+
+    offset: int
+    end: int
+    lines: list[bytes] | None
+
+
+def read_runs(f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES) -> Iterator[Run]:
+    """Yield the complete lines of ``f`` from byte ``start`` on, in runs.
 
     Memory stays within about ``max_line + 2 * chunk`` whatever the file size: a line longer
-    than ``max_line`` is skipped up to its newline and reported with ``data=None``.
+    than ``max_line`` is skipped up to its newline and reported as a run without lines.
     """
     f.seek(start)
     # The unfinished line so far, as pieces: joining them only once its newline arrives
@@ -58,27 +70,70 @@ def read_lines(
         block = f.read(chunk)
         if not block:
             return
+        first = block.find(b"\n")
+        if first < 0:
+            pending += len(block)
+            if pending > max_line:
+                skipping, pieces = True, []
+            elif not skipping:
+                pieces.append(block)
+            continue
         pos = 0
-        while True:
-            nl = block.find(b"\n", pos)
-            if nl < 0:
-                rest = block[pos:]
-                pending += len(rest)
-                if pending > max_line:
-                    skipping, pieces = True, []
-                elif not skipping:
-                    pieces.append(rest)
-                break
-            piece = block[pos:nl]
-            length = pending + len(piece)
+        if pending or skipping:  # the unfinished line ends here
+            length = pending + first
             end = line_start + length + 1
             if skipping or length > max_line:
-                yield Line(line_start, end, None)
-            elif pieces:
-                pieces.append(piece)
-                yield Line(line_start, end, b"".join(pieces))
+                yield Run(line_start, end, None)
             else:
-                yield Line(line_start, end, piece)
+                pieces.append(block[:first])
+                yield Run(line_start, end, [b"".join(pieces)])
             pieces, pending, skipping = [], 0, False
-            line_start = end
-            pos = nl + 1
+            line_start, pos = end, first + 1
+        last = block.rfind(b"\n")
+        if last >= pos:
+            lines = block[pos:last].split(b"\n")
+            end = line_start + last - pos + 1
+            if last - pos > max_line and max(map(len, lines)) > max_line:
+                yield from _split_long(line_start, lines, max_line)
+            else:
+                yield Run(line_start, end, lines)
+            line_start, pos = end, last + 1
+        if pos < len(block):
+            pending = len(block) - pos
+            if pending > max_line:
+                skipping = True
+            else:
+                pieces.append(block[pos:])
+
+
+def _split_long(offset: int, lines: list[bytes], max_line: int) -> Iterator[Run]:
+    """The runs of ``lines`` with each line longer than ``max_line`` a run of its own."""
+    run_start = offset
+    run: list[bytes] = []
+    for data in lines:
+        end = offset + len(data) + 1
+        if len(data) > max_line:
+            if run:
+                yield Run(run_start, offset, run)
+            yield Run(offset, end, None)
+            run_start, run = end, []
+        else:
+            run.append(data)
+        offset = end
+    if run:
+        yield Run(run_start, offset, run)
+
+
+def read_lines(
+    f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES
+) -> Iterator[Line]:
+    """The lines of :func:`read_runs` one at a time, each with its own offsets."""
+    for run in read_runs(f, start, max_line=max_line, chunk=chunk):
+        if run.lines is None:
+            yield Line(run.offset, run.end, None)
+            continue
+        offset = run.offset
+        for data in run.lines:
+            end = offset + len(data) + 1
+            yield Line(offset, end, data)
+            offset = end

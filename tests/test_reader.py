@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sufd.reader import read_lines
+from sufd.reader import read_lines, read_runs
 
 
 def _collect(
@@ -71,3 +71,36 @@ def test_random_chunk_sizes_large_input() -> None:
     data = b"\n".join(lines) + b"\n"
     for chunk in (1, 13, 4096):
         assert [d for _, _, d in _collect(data, chunk=chunk)] == lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=25),
+    st.booleans(),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=0, max_value=25),
+)
+def test_lines_over_the_limit_are_reported_in_place(
+    parts: list[bytes], trailing: bool, chunk: int, max_line: int
+) -> None:
+    """Whether a long line lies within one read or spans several, it is reported with its
+    exact offsets and no data, and the lines around it are untouched (oracle: split)."""
+    data = b"\n".join(parts) + (b"\n" if trailing else b"")
+    want, offset = [], 0
+    for line in data.split(b"\n")[:-1]:
+        end = offset + len(line) + 1
+        want.append((offset, end, None if len(line) > max_line else line))
+        offset = end
+    assert _collect(data, chunk=chunk, max_line=max_line) == want
+
+
+def test_runs_cover_the_bytes_without_gaps() -> None:
+    data = b"".join(b'{"n":%d}\n' % i for i in range(1000)) + b'{"partial'
+    runs = list(read_runs(io.BytesIO(data), 0, max_line=1 << 20, chunk=4096))
+    assert len(runs) > 1  # one per read: the caller handles a block of lines at a time
+    assert runs[0].offset == 0 and runs[-1].end == data.rindex(b"\n") + 1
+    for a, b in zip(runs, runs[1:], strict=False):
+        assert a.end == b.offset
+    for run in runs:
+        assert run.lines is not None
+        assert run.end - run.offset == sum(len(x) + 1 for x in run.lines)

@@ -7,9 +7,13 @@ ccusage 20.0.24 and by hand), not from sufd's own output.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sufd.sources.claude import _has_null_field
 from tests.conftest import SufdEnv, shared_fixture
 from tests.real_fixtures import daily, place_claude, place_codex
 
@@ -97,3 +101,21 @@ def test_all_fixtures_together_reingest_is_idempotent(sufd_env: SufdEnv) -> None
         sufd_env.run("ctl", "report", "daily", "--json", "--timezone", "UTC").stdout
     )
     assert first == second
+
+
+# ccusage's rule as a regular expression: a line where one of these fields is literally null
+# is dropped. The parser finds them without one (it cost 8 µs per line); same answer.
+_NULL_RULE = re.compile(
+    rb'"(?:id|cwd|model|speed|costUSD|version|sessionId|requestId|isApiErrorMessage'
+    rb'|cache_read_input_tokens|cache_creation_input_tokens)":null'
+)
+_NULL_PIECES = st.sampled_from(
+    [b'"id":null', b'"ids":null', b'"xid":null', b'\\"id":null', b'"model":null', b'":null',
+     b'"cwd":nul', b'"requestId":null', b'"', b"id", b":null", b"{", b"}", b",", b"x", b"\\"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_NULL_PIECES, max_size=12).map(b"".join))
+def test_null_field_check_matches_ccusage_rule(line: bytes) -> None:
+    assert _has_null_field(line) == bool(_NULL_RULE.search(line))

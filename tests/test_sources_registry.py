@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sufd import client
 from sufd.errors import ControlError
 from sufd.settings import KNOWN_SOURCES
 from sufd.sources import SOURCES
-from sufd.sources.base import Source
+from sufd.sources.base import FileContext, Source
 from tests.conftest import (
     REPO,
     SHARED_FIXTURES,
@@ -243,3 +245,52 @@ def test_every_source_on_by_default_in_doctor_status_report_and_switchable_off(
     assert _events(off)["events"] == EXPECTED_EVENTS["claude"] + EXPECTED_EVENTS["codex"]
     for name in NEW_SOURCES:
         assert _events(off, name)["events"] == 0, name
+
+
+_MARKED = sorted(n for n, s in SOURCES.items() if s.kind == "lines" and s.markers)
+
+
+def test_line_sources_declare_markers() -> None:
+    """The line sources skip unmarked lines unparsed; a source dropping its markers would
+    still be correct, only slow: that should be a decision, not an accident."""
+    assert sorted(n for n, s in SOURCES.items() if s.kind == "lines") == _MARKED
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("name", _MARKED)
+@settings(max_examples=150, deadline=None)
+@given(obj=st.dictionaries(st.text(max_size=12), _JSON_VALUES, max_size=6))
+def test_unmarked_object_lines_carry_nothing(name: str, obj: dict[str, Any]) -> None:
+    """The contract ingest relies on to pass such lines over: ``parse_line`` returns None
+    for a ``{…}`` line without a marker, and leaves the carried state as it was."""
+    source = SOURCES[name]
+    line = json.dumps(obj).encode()
+    assume(not any(m in line for m in source.markers))
+    ctx = FileContext(Path("/x/y/z.jsonl"), Path("/x"), source.new_state())
+    before = json.dumps(ctx.state, sort_keys=True)
+    assert source.parse_line(line, 0, ctx) is None
+    assert json.dumps(ctx.state, sort_keys=True) == before
+
+
+@pytest.mark.parametrize("name", _MARKED)
+def test_unmarked_real_lines_carry_nothing(name: str) -> None:
+    """The same over every line of the real samples that has no marker."""
+    source = SOURCES[name]
+    checked = 0
+    for path in sorted((SHARED_FIXTURES / name).rglob("*.jsonl")):
+        ctx = FileContext(path, path.parent, source.new_state())
+        for offset, line in enumerate(path.read_bytes().split(b"\n")):
+            line = line.strip()
+            if not line.startswith(b"{") or any(m in line for m in source.markers):
+                continue
+            before = json.dumps(ctx.state, sort_keys=True)
+            assert source.parse_line(line, offset, ctx) is None, (path.name, offset)
+            assert json.dumps(ctx.state, sort_keys=True) == before
+            checked += 1
+    assert checked > 20, "too few unmarked lines in the samples for this to mean anything"

@@ -150,6 +150,12 @@ class Source(ABC):
     name: ClassVar[str]
     kind: ClassVar[Kind] = "lines"
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl",)
+    #: ``"lines"`` sources: byte strings one of which every line that carries something
+    #: contains. A ``{…}`` line with none of them is skipped without a call to
+    #: :meth:`parse_line`, which must return ``None`` for it and change no state. Most
+    #: lines of a transcript are prompts and tool output: this keeps them at a substring
+    #: search each. Empty: every line is parsed.
+    markers: ClassVar[tuple[bytes, ...]] = ()
 
     @abstractmethod
     def default_roots(self, settings: Settings) -> list[Path]:

@@ -28,10 +28,11 @@ __all__ = ["ClaudeCode"]
 
 _USAGE_MARKER = b'"usage":{'
 # ccusage drops a line where any of these fields is literally null, wherever it appears.
-_NULL_FIELD = re.compile(
-    rb'"(?:id|cwd|model|speed|costUSD|version|sessionId|requestId|isApiErrorMessage'
-    rb'|cache_read_input_tokens|cache_creation_input_tokens)":null'
+_NULL_FIELDS = frozenset(
+    (b"id", b"cwd", b"model", b"speed", b"costUSD", b"version", b"sessionId", b"requestId")
+    + (b"isApiErrorMessage", b"cache_read_input_tokens", b"cache_creation_input_tokens")
 )
+_NULL = b'":null'
 _SEMVER_PREFIX = re.compile(r"\d+\.\d+\.\d")
 _PROFILES = ("opus", "sonnet", "haiku", "glm")
 # Larger values are damage, not usage: they would overflow SQLite's 64-bit integers in the
@@ -45,6 +46,7 @@ class ClaudeCode(Source):
 
     name = "claude"
     suffixes = (".jsonl",)
+    markers = (_USAGE_MARKER,)
 
     def default_roots(self, settings: Settings) -> list[Path]:
         """``CLAUDE_CONFIG_DIR`` entries when set, else the XDG and ``~/.claude*`` dirs."""
@@ -65,7 +67,7 @@ class ClaudeCode(Source):
             if not looks_like_object(line):
                 raise Malformed("not a JSON object")
             return None
-        if _NULL_FIELD.search(line):
+        if _has_null_field(line):
             return None
         obj = ctx.json(line)
         if not isinstance(obj, dict):
@@ -91,6 +93,17 @@ class ClaudeCode(Source):
         return (
             new.group is not None and new.group == slot.group and (new.sidechain or slot.sidechain)
         )
+
+
+def _has_null_field(line: bytes) -> bool:
+    """Whether ``"<name>":null`` occurs for a name in ``_NULL_FIELDS`` (every usage line has
+    a few other nulls; a regular expression over the whole line cost 8 µs)."""
+    at = line.find(_NULL)
+    while at >= 0:
+        if line[line.rfind(b'"', 0, at) + 1 : at] in _NULL_FIELDS:
+            return True
+        at = line.find(_NULL, at + 6)
+    return False
 
 
 def _projects_dir(path: Path) -> Path:

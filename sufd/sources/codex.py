@@ -35,6 +35,7 @@ FALLBACK_MODEL = "gpt-5"
 # ccusage maps the internal reviewer model to what served it from a date on. Only the newest
 # cut-over is documented (formats.md §3.3); earlier reviewer events keep their own name and
 # are reported unpriced rather than guessed.
+_TURN, _COUNT, _META = b'"turn_context"', b'"token_count"', b'"session_meta"'
 _AUTO_REVIEW = (("2026-04-23", "gpt-5.5"),)
 # Larger counts are damage, not usage: they would overflow SQLite's 64-bit integers in the
 # ledger (or its sums) and fail the whole file.
@@ -46,6 +47,7 @@ class Codex(Source):
 
     name = "codex"
     suffixes = (".jsonl",)
+    markers = (_TURN, _COUNT, _META)
 
     def default_roots(self, settings: Settings) -> list[Path]:
         """``sessions/`` and ``archived_sessions/`` of each ``CODEX_HOME`` (else ``~/.codex``)."""
@@ -59,10 +61,7 @@ class Codex(Source):
 
     def parse_line(self, line: bytes, offset: int, ctx: FileContext) -> Record | None:
         """A ``token_count`` line → a record; ``turn_context``/``session_meta`` update state."""
-        is_turn = b'"turn_context"' in line
-        is_count = b'"token_count"' in line
-        is_meta = b'"session_meta"' in line
-        if not (is_turn or is_count or is_meta):
+        if not (_TURN in line or _COUNT in line or _META in line):
             if not looks_like_object(line):
                 raise Malformed("not a JSON object")
             return None
