@@ -77,10 +77,20 @@ def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 class Bulk:
-    """An open write transaction spanning many file batches (see :meth:`Ledger.bulk`)."""
+    """An open write transaction spanning many file batches (see :meth:`Ledger.bulk`).
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    ``begun`` runs after each ``BEGIN``, ``committing`` just before each ``COMMIT``.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        begun: Callable[[], None],
+        committing: Callable[[], None],
+    ) -> None:
         self._conn = conn
+        self._begun = begun
+        self._committing = committing
         self._after: list[Callable[[], None]] = []
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -91,11 +101,13 @@ class Bulk:
         """Make everything so far durable and visible to readers, and go on."""
         self._commit()
         self._conn.execute("BEGIN IMMEDIATE")
+        self._begun()
 
     def _commit(self) -> None:
         after, self._after = self._after, []
         if not self._conn.in_transaction:
             return  # SQLite rolled it back (disk full, I/O error): none of it is durable
+        self._committing()
         self._conn.execute("COMMIT")
         for fn in after:
             fn()
@@ -235,6 +247,10 @@ class Ledger:
         self._sessions: dict[tuple[str, str], int] = {}
         self._bulk: Bulk | None = None
         self._day_of: dict[str, DayOf | None] = {}  # per tracked zone (None: unknown here)
+        # Events with a larger id were inserted by the open transaction and are not in the
+        # aggregates yet: they are summed from their final rows just before it commits.
+        self._mark = 0
+        conn.execute(_NEW_TIME_TABLE)
         with atomic(conn):
             self.host_id = self._host()
             self.price_version_id = self._dim_id("price_versions", "version", price_version, {})
@@ -334,7 +350,8 @@ class Ledger:
         yet flushed, and that is read again from the unmoved cursors.
         """
         self.conn.execute("BEGIN IMMEDIATE")
-        bulk = self._bulk = Bulk(self.conn)
+        self._mark_new()
+        bulk = self._bulk = Bulk(self.conn, self._mark_new, self._aggregate_new)
         try:
             yield bulk
         except BaseException:
@@ -395,10 +412,15 @@ class Ledger:
         Returns the records that became new events and those that replaced an existing
         event (the final state of each slot this batch changed).
         """
+        own = not self.conn.in_transaction  # else a savepoint in the open bulk transaction
         try:
             with atomic(self.conn):
+                if own:
+                    self._mark_new()
                 inserted, replaced = self._apply(source, batch)
                 self._write_cursor(batch, len(inserted))
+                if own:
+                    self._aggregate_new()
         except BaseException:
             self._forget_dims()
             raise
@@ -416,21 +438,19 @@ class Ledger:
         delta = _Delta()
         name = source.name
         pv, host = self.price_version_id, self.host_id
-        inserts = []
-        for s in new_slots:
-            delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
-            delta.hold(s.file_id, +1, s.cost)
-            inserts.append((name, *_row(s), pv, host))
+        inserts = [(name, *_row(s), pv, host) for s in new_slots]
         updates = []
         for s in slots:
             if not s.dirty or s.before is None:
                 continue
+            updates.append((*_row(s), pv, s.rid))
+            if s.rid is not None and s.rid > self._mark:
+                continue  # not in the aggregates yet: its final row will be
             old_rec, old_cost, old_kind, old_dims = s.before
             delta.add(name, old_rec, old_cost, old_kind, old_dims, -1)
             delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
             delta.hold(s.stored_file, -1, old_cost)
             delta.hold(s.file_id, +1, s.cost)
-            updates.append((*_row(s), pv, s.rid))
         if inserts:
             self.conn.executemany(
                 "INSERT INTO events (source, key, grp, sidechain, has_speed, fast, ts, session_id,"
@@ -544,6 +564,50 @@ class Ledger:
             ):
                 rows[row[0]] = row
         return [_slot_from_row(row) for _, row in sorted(rows.items())]
+
+    def _mark_new(self) -> None:
+        """At the start of a write transaction: every event from here on is new in it."""
+        self._mark = self.conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()[0]
+
+    def _aggregate_new(self) -> None:
+        """Add the events inserted since :meth:`_mark_new` to the aggregates, in SQL.
+
+        Summing their final rows once per transaction costs a few statements however many
+        events a catch-up inserts; deltas built in Python per event cost more than the
+        inserts. (Rowids only grow: no event is ever deleted, so a new one is above the mark.)
+        """
+        conn, mark = self.conn, self._mark
+        (top,) = conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()
+        if top <= mark:
+            return
+        conn.execute("DELETE FROM temp.new_time")
+        conn.execute(
+            f"INSERT INTO temp.new_time SELECT {_BUCKET_OF_TS}, source, project_id, model_id,"
+            f" {_NEW_SUMS} FROM events WHERE id > ? GROUP BY 1, 2, 3, 4",
+            (mark,),
+        )
+        conn.execute(_AGG_TIME_FROM_NEW)
+        lo, hi = conn.execute("SELECT MIN(bucket), MAX(bucket) FROM temp.new_time").fetchone()
+        for (name,) in conn.execute("SELECT zone FROM day_zones").fetchall():
+            day_of = self._day_of_zone(name)
+            if day_of is not None:
+                day = local_day_sql(day_of.zone, lo, hi + 1)
+                conn.execute(
+                    f"INSERT INTO agg_day (zone, day, source, project_id, model_id, {_SUM_LIST})"
+                    f" SELECT ?, {day} AS d, source, project_id, model_id, {_SUM_OF}"
+                    " FROM temp.new_time WHERE true GROUP BY d, source, project_id, model_id"
+                    f" {_add_sums(_DAY_KEYS)}",
+                    (name,),
+                )
+        conn.execute(_AGG_SESSION_FROM_NEW, (mark,))
+        conn.execute(
+            "UPDATE files SET held_events = held_events + g.n, held_cost = held_cost + g.c"
+            " FROM (SELECT file_id, COUNT(*) AS n, SUM(cost) AS c FROM events"
+            " WHERE id > ? AND file_id IS NOT NULL GROUP BY file_id) AS g"
+            " WHERE files.id = g.file_id",
+            (mark,),
+        )
+        self._mark = top
 
     def _write_aggregates(self, delta: _Delta) -> None:
         if delta.time:
@@ -688,18 +752,54 @@ _SUM_LIST = ", ".join(_SUM_COLUMNS)
 _SUM_OF = ", ".join(f"SUM({c})" for c in _SUM_COLUMNS)
 
 
+_TIME_KEYS = ("bucket", "source", "project_id", "model_id")
+_DAY_KEYS = ("zone", "day", "source", "project_id", "model_id")
+
+
+def _add_sums(keys: tuple[str, ...]) -> str:
+    """The clause that adds an inserted row of sums to the existing row with the same keys."""
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(
+        f"{c} = {c} + excluded.{c}" for c in _SUM_COLUMNS
+    )
+
+
 def _upsert_sums(table: str, keys: tuple[str, ...]) -> str:
     """An upsert adding a row of sums to ``table``'s row with the same ``keys``."""
     columns = (*keys, *_SUM_COLUMNS)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-        + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUM_COLUMNS)
+        f" {_add_sums(keys)}"
     )
 
 
-_AGG_TIME_UPSERT = _upsert_sums("agg_time", ("bucket", "source", "project_id", "model_id"))
-_AGG_DAY_UPSERT = _upsert_sums("agg_day", ("zone", "day", "source", "project_id", "model_id"))
+_AGG_TIME_UPSERT = _upsert_sums("agg_time", _TIME_KEYS)
+_AGG_DAY_UPSERT = _upsert_sums("agg_day", _DAY_KEYS)
+
+# The sums of one group of events, in the order of _SUM_COLUMNS.
+_NEW_SUMS = (
+    "COUNT(*), SUM(input), SUM(output), SUM(cache_write_5m), SUM(cache_write_1h),"
+    " SUM(cache_read), SUM(reasoning), SUM(total), SUM(cost),"
+    f" SUM(cost_kind = {COST_UNPRICED}), SUM(cost_kind = {COST_ESTIMATED})"
+)
+# ts // BUCKET_MS as Python floors it (SQLite's division truncates toward zero).
+_BUCKET_OF_TS = (
+    f"(CASE WHEN ts >= 0 THEN ts / {BUCKET_MS} ELSE (ts - {BUCKET_MS - 1}) / {BUCKET_MS} END)"
+)
+_NEW_TIME_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS new_time (bucket INTEGER, source TEXT,"
+    f" project_id INTEGER, model_id INTEGER, {_SUM_LIST})"
+)
+_AGG_TIME_FROM_NEW = (
+    f"INSERT INTO agg_time (bucket, source, project_id, model_id, {_SUM_LIST})"
+    f" SELECT * FROM temp.new_time WHERE true {_add_sums(_TIME_KEYS)}"
+)
+_AGG_SESSION_FROM_NEW = (
+    f"INSERT INTO agg_session (session_id, model_id, {_SUM_LIST}, first_ts, last_ts)"
+    f" SELECT session_id, model_id, {_NEW_SUMS}, MIN(ts), MAX(ts) FROM events WHERE id > ?"
+    " GROUP BY session_id, model_id"
+    f" {_add_sums(('session_id', 'model_id'))}, first_ts = min(first_ts, excluded.first_ts),"
+    " last_ts = max(last_ts, excluded.last_ts)"
+)
 
 
 def _ints(values: Sequence[float]) -> list[int]:
