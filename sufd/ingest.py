@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
@@ -223,38 +224,51 @@ def parse_lines(
     chunk_start = last_end = start
     parse, prefer, markers = source.parse_line, source.prefer, source.markers
     for run in read_runs(f, start, max_line=max_line):
-        last_end = run.offset
-        for data in run.lines if run.lines is not None else (None,):
-            offset = last_end
-            if data is None:
-                chunk.malformed.append((offset, f"line longer than {max_line} bytes"))
-                last_end = run.end
-            else:
-                last_end += len(data) + 1
-                wanted = True
-                if markers and data[:1] == b"{" and data[-1:] == b"}":
-                    for marker in markers:
-                        if marker in data:
-                            break
-                    else:
-                        wanted = False  # nothing of the source's on this line
-                if wanted and data and not data.isspace():
-                    try:
-                        rec = parse(data, offset, ctx)
-                    except Malformed as bad:
-                        chunk.malformed.append((offset, bad.reason))
-                        rec = None
-                    if rec is not None:
-                        _fold_in(chunk.records, price_record(rec, source, table, mode), prefer)
-            if last_end - chunk_start >= chunk_bytes or len(chunk.records) >= chunk_records:
-                chunk.end = last_end
-                chunk.state = dict(ctx.state)
-                yield chunk
-                chunk, chunk_start = Chunk(end=last_end), last_end
+        if run.lines is None:
+            chunk.malformed.append((run.offset, f"line longer than {max_line} bytes"))
+        else:
+            lines = run.lines
+            starts = [0, *accumulate(map(len, lines))]
+            for i in _to_parse(lines, markers):
+                data = lines[i]
+                if not data or data.isspace():
+                    continue
+                offset = run.offset + starts[i] + i  # each line before it had a newline
+                try:
+                    rec = parse(data, offset, ctx)
+                except Malformed as bad:
+                    chunk.malformed.append((offset, bad.reason))
+                    continue
+                if rec is None:
+                    continue
+                _fold_in(chunk.records, price_record(rec, source, table, mode), prefer)
+                if len(chunk.records) >= chunk_records:
+                    last_end = offset + len(data) + 1
+                    chunk.end, chunk.state = last_end, dict(ctx.state)
+                    yield chunk
+                    chunk, chunk_start = Chunk(end=last_end), last_end
+        last_end = run.end
+        if last_end - chunk_start >= chunk_bytes:
+            chunk.end, chunk.state = last_end, dict(ctx.state)
+            yield chunk
+            chunk, chunk_start = Chunk(end=last_end), last_end
     chunk.end = last_end
     chunk.state = dict(ctx.state)
     chunk.final = True
     yield chunk
+
+
+def _to_parse(lines: list[bytes], markers: tuple[bytes, ...]) -> Iterable[int]:
+    """The indexes of the lines to hand to ``parse_line``: those with a marker, and those
+    that are not a plain ``{…}`` line (blank, or to be reported as malformed)."""
+    if not markers:
+        return range(len(lines))
+    # Comprehensions: one pass per test over a read's lines costs far less than a
+    # statement per line.
+    picked = {i for i, line in enumerate(lines) if line[:1] != b"{" or line[-1:] != b"}"}
+    for marker in markers:
+        picked.update([i for i, line in enumerate(lines) if marker in line])
+    return sorted(picked)
 
 
 def _fold_in(
@@ -329,16 +343,13 @@ class Ingestor:
             # is dropped whenever a commit fails (below and in ingest_file).
             self._cursors = self.ledger.cursors()
         seen: set[str] = set()
-        self._prefetch = self._start_prefetch(found)
-        ahead = 0
+        self._prefetch = self._start_prefetch(found, stats_of)
         try:
             with self.ledger.bulk() as bulk:
                 flushed, flushed_at = 0, time.monotonic()
-                for i, (source, root, path) in enumerate(found):
+                for source, root, path in found:
                     if self.interrupt.is_set():
                         return stats
-                    if self._prefetch is not None:
-                        ahead = self._prefetch_ahead(found, max(ahead, i))
                     key = str(path)
                     seen.add(key)
                     if self._unchanged(source, key, stats_of[path]):
@@ -417,17 +428,13 @@ class Ingestor:
                 c.gone = True
         return len(gone)
 
-    def _plan(self, source: Source, path: Path) -> tuple[int, dict[str, Any]] | None:
+    def _plan(
+        self, source: Source, path: Path, st: os.stat_result
+    ) -> tuple[int, dict[str, Any]] | None:
         """Where the writer will start reading a line file, and with what state; or None."""
-        if source.kind != "lines":
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
+        if source.kind != "lines" or not stat.S_ISREG(st.st_mode):
             return None
         cursor = (self._cursors or {}).get(str(path))
-        if not stat.S_ISREG(st.st_mode):
-            return None
         if cursor is None:
             return 0, source.new_state()
         start = self._read_start(source, cursor, st)
@@ -436,33 +443,29 @@ class Ingestor:
         reset, offset = start
         return offset, (dict(cursor.state) if not reset else {}) or source.new_state()
 
-    def _start_prefetch(self, found: list[tuple[Source, Path, Path]]) -> Prefetcher | None:
+    def _start_prefetch(
+        self,
+        found: list[tuple[Source, Path, Path]],
+        stats_of: dict[Path, os.stat_result | None],
+    ) -> Prefetcher | None:
+        """Workers for the line files of this pass, if there are enough bytes to parse."""
         if self.workers <= 1:
             return None
-        from sufd.prefetch import MIN_PREFETCH_BYTES, Prefetcher
+        from sufd.prefetch import MIN_PREFETCH_BYTES, Planned, Prefetcher
 
-        worth = 0
-        for source, _root, path in found:
-            plan = self._plan(source, path)
-            try:
-                if plan is not None:
-                    worth += max(0, os.stat(path).st_size - plan[0] - MIN_PREFETCH_BYTES)
-            except OSError:
-                continue
+        plan: list[Planned] = []
+        for source, root, path in found:
+            st = stats_of[path]
+            todo = self._plan(source, path, st) if st is not None else None
+            if st is not None and todo is not None:
+                start, state = todo
+                plan.append(
+                    Planned(source.name, root, path, start, state, st.st_dev, st.st_ino, st.st_size)
+                )
+        worth = sum(max(0, p.size - p.start - MIN_PREFETCH_BYTES) for p in plan)
         if worth < PREFETCH_MIN_TOTAL_BYTES:
             return None
-        return Prefetcher(self.settings, self.prices, self.workers)
-
-    def _prefetch_ahead(self, found: list[tuple[Source, Path, Path]], ahead: int) -> int:
-        """Keep a few files parsing in the workers ahead of the writer; the new look-ahead."""
-        assert self._prefetch is not None
-        while ahead < len(found) and self._prefetch.queued < 2 * self.workers + 2:
-            source, root, path = found[ahead]
-            ahead += 1
-            plan = self._plan(source, path)
-            if plan is not None:
-                self._prefetch.submit(source, root, path, *plan)
-        return ahead
+        return Prefetcher(self.settings, self.prices, self.workers, plan)
 
     def _unchanged(self, source: Source, key: str, st: os.stat_result | None) -> bool:
         """The reconcile sweep's fast path: same identity, size and mtime as the cursor."""

@@ -2,25 +2,31 @@
 
 A cold ``sufd ingest`` spends most of its time in Python parsing lines into records, work
 that is independent per file; the writer (cursors, dedup, aggregates, SQLite) must stay one.
-So while the writer commits file *n*, workers parse the next files from the offsets and
-carried state the writer will start them at. The writer uses a prefetched result only if
-it was computed from exactly that start (offset, state, file identity); otherwise it parses
-the file itself, so the outcome is identical with or without workers. Results come back as
-plain tuples: pickling dataclasses per record cost more than the parse saved.
+So workers parse the files the writer will read, from the offsets and carried state it will
+start them at. The writer uses a prefetched result only if it was computed from exactly that
+start (offset, state, file identity) of the file as it is now; otherwise it parses the file
+itself, so the outcome is identical with or without workers. Results come back as plain
+tuples: pickling dataclasses per record cost more than the parse saved.
+
+Each worker is given its whole share of the files at the start and streams the results back
+in that order; the pipe's buffer is the only look-ahead, so memory stays bounded and no
+message goes to a worker per file. (Handing out a few files at a time left the workers idle
+half the time on two cores: every hand-off waited for the writer, and the writer for them.)
 
 The daemon does not use this: it keeps to one core, and its catch-ups are usually small.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import multiprocessing
+import operator
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from sufd.ingest import Chunk
@@ -28,57 +34,62 @@ if TYPE_CHECKING:
     from sufd.settings import Settings
     from sufd.sources import Source
 
-__all__ = ["MAX_PREFETCH_BYTES", "MIN_PREFETCH_BYTES", "Prefetcher"]
+__all__ = ["MAX_PREFETCH_BYTES", "MIN_PREFETCH_BYTES", "Planned", "Prefetcher"]
 
 # Smaller reads are not worth a round trip to a worker; larger ones are parsed by the
 # writer itself, streaming, so memory stays bounded whatever the file size.
 MIN_PREFETCH_BYTES = 32 * 1024
 MAX_PREFETCH_BYTES = 48 * 1024 * 1024
 
-_Key = tuple[int, int, int, Any]  # start offset, device, inode, carried state
 _Chunks = list[tuple[int, dict[str, Any], list[tuple[tuple[Any, ...], float, int]], list[Any]]]
 _Wire = tuple[int, int, _Chunks]  # size and mtime the worker saw, then the chunks
 
 _worker: dict[str, Any] = {}
 
 
-class Prefetcher:
-    """Worker processes parsing whole line files ahead of the writer.
+class Planned(NamedTuple):
+    """A file the writer will read: from ``start`` with ``state``, as it was surveyed."""
 
-    Each worker has its own pipe and answers its tasks in order; the writer reads an
-    answer only when it reaches that file. No thread runs in the writer's process: with
-    a pool's result-handling thread, the writer waited for the GIL after every SQLite call.
+    source: str
+    root: Path | None
+    path: Path
+    start: int
+    state: dict[str, Any]
+    dev: int
+    ino: int
+    size: int
+
+
+class Prefetcher:
+    """Worker processes parsing line files ahead of the writer.
+
+    ``plan`` lists the files in the order the writer will ask for them; those whose unread
+    part is worth it are shared out so that each worker has about the same bytes ahead of
+    any point of that order. No thread runs in the writer's process: with a pool's
+    result-handling thread, the writer waited for the GIL after every SQLite call.
     """
 
-    def __init__(self, settings: Settings, prices: PriceTable, workers: int) -> None:
+    def __init__(
+        self, settings: Settings, prices: PriceTable, workers: int, plan: Sequence[Planned]
+    ) -> None:
+        shares: list[list[tuple[int, Planned]]] = [[] for _ in range(workers)]
+        load = [0] * workers
+        self._owner: dict[str, tuple[int, int, Planned]] = {}
+        for index, task in enumerate(plan):
+            if not MIN_PREFETCH_BYTES <= task.size - task.start <= MAX_PREFETCH_BYTES:
+                continue
+            k = load.index(min(load))
+            load[k] += task.size - task.start
+            shares[k].append((index, task))
+            self._owner[str(task.path)] = (k, index, task)
         # fork is cheap and inherits the loaded code, but forking a threaded process is
         # unsafe; forkserver starts clean.
         method = "fork" if threading.active_count() == 1 else "forkserver"
         ctx = multiprocessing.get_context(method)
-        self._workers = [_Worker(ctx, settings, prices) for _ in range(workers)]
-        self._tasks: dict[str, tuple[_Key, _Worker, int]] = {}
-        self._done: dict[int, _Wire | None] = {}
-        self._seq = 0
+        self._workers = {
+            k: _Worker(ctx, settings, prices, share) for k, share in enumerate(shares) if share
+        }
         self.hits = 0
-
-    def submit(
-        self, source: Source, root: Path | None, path: Path, start: int, state: dict[str, Any]
-    ) -> None:
-        """Parse ``path`` from ``start`` with ``state``, if its size makes that worthwhile."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        if not MIN_PREFETCH_BYTES <= st.st_size - start <= MAX_PREFETCH_BYTES:
-            return
-        alive = [w for w in self._workers if w.alive]
-        if not alive:
-            return
-        worker = min(alive, key=lambda w: len(w.outstanding))
-        self._seq += 1
-        task = (source.name, root, path, start, state, st.st_dev, st.st_ino)
-        if worker.send(self._seq, task):
-            self._tasks[str(path)] = ((start, st.st_dev, st.st_ino, state), worker, self._seq)
 
     def take(
         self, path: Path, start: int, st: os.stat_result, state: dict[str, Any]
@@ -88,97 +99,85 @@ class Prefetcher:
         ``st`` is the writer's ``fstat`` of its open file: a file written since the worker
         read it is parsed again, so no byte written in between can hide behind a cursor.
         """
-        task = self._tasks.pop(str(path), None)
-        if task is None:
+        owner = self._owner.pop(str(path), None)
+        if owner is None:
             return None
-        key, worker, seq = task
-        wire = self._receive(worker, seq)
-        if key != (start, st.st_dev, st.st_ino, state):
+        k, index, task = owner
+        wire = self._workers[k].result(index)
+        if (task.start, task.state, task.dev, task.ino) != (start, state, st.st_dev, st.st_ino):
             return None
         if wire is None or wire[:2] != (st.st_size, st.st_mtime_ns):
             return None
         self.hits += 1
         return _from_wire(wire[2])
 
-    def _receive(self, worker: _Worker, seq: int) -> _Wire | None:
-        wanted = {s for _, _, s in self._tasks.values()}
-        while seq not in self._done and worker.outstanding:
-            got = worker.receive()
-            if got is None:
-                return None  # the worker died: the writer parses the rest itself
-            if got[0] in wanted or got[0] == seq:
-                self._done[got[0]] = got[1]
-        return self._done.pop(seq, None)
-
-    @property
-    def queued(self) -> int:
-        """Tasks sent to the workers and not answered yet."""
-        return sum(len(w.outstanding) for w in self._workers)
-
     def close(self) -> None:
         """Stop the workers; results not taken are dropped."""
-        for w in self._workers:
+        for w in self._workers.values():
             w.close()
-        self._tasks.clear()
-        self._done.clear()
+        self._owner.clear()
 
 
 class _Worker:
-    """One parsing process and the writer's end of its pipe."""
+    """One parsing process, its share of the plan, and the writer's end of its pipe."""
 
-    def __init__(self, ctx: Any, settings: Settings, prices: PriceTable) -> None:
+    def __init__(
+        self, ctx: Any, settings: Settings, prices: PriceTable, share: list[tuple[int, Planned]]
+    ) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
-            target=_serve, args=(child, settings, prices), name="sufd-parse", daemon=True
+            target=_serve, args=(child, settings, prices, share), name="sufd-parse", daemon=True
         )
         self.proc.start()
         child.close()
-        self.outstanding: collections.deque[int] = collections.deque()
-        self.alive = True
+        self._last = -1  # index of the last result read
+        self._ahead: tuple[int, _Wire | None] | None = None  # read, but for a later file
 
-    def send(self, seq: int, task: tuple[Any, ...]) -> bool:
-        try:
-            self.conn.send((seq, task))
-        except (OSError, ValueError):
-            self.alive = False
-            return False
-        self.outstanding.append(seq)
-        return True
-
-    def receive(self) -> tuple[int, _Wire | None] | None:
-        try:
-            seq, wire = self.conn.recv()
-        except (EOFError, OSError):
-            self.alive = False
-            self.outstanding.clear()
-            return None
-        self.outstanding.popleft()
-        return int(seq), wire
+    def result(self, index: int) -> _Wire | None:
+        """The result for the file at ``index`` of the plan (results come in plan order;
+        those of files the writer did not ask for are dropped on the way)."""
+        if self._ahead is not None:
+            if self._ahead[0] == index:
+                wire, self._ahead = self._ahead[1], None
+                return wire
+            if self._ahead[0] > index:
+                return None
+            self._ahead = None
+        while self._last < index:
+            try:
+                got, wire = self.conn.recv()
+            except (EOFError, OSError):
+                self._last = 1 << 62  # the worker is gone: the writer parses the rest itself
+                return None
+            self._last = got
+            if got == index:
+                return wire  # type: ignore[no-any-return]
+            if got > index:
+                self._ahead = (got, wire)
+        return None
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.conn.send(None)
         # Closing our end also unblocks a worker stuck sending a result nobody will read.
         self.conn.close()
-        self.proc.join(timeout=5)
+        self.proc.join(timeout=1)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
 
 
-def _serve(conn: Any, settings: Settings, prices: PriceTable) -> None:
-    """A worker's loop: parse each task, answer in order, stop at ``None`` or a closed pipe."""
+def _serve(
+    conn: Any, settings: Settings, prices: PriceTable, share: list[tuple[int, Planned]]
+) -> None:
+    """A worker: parse each file of its share in order and send each result as it is done."""
     from sufd.sources import enabled_sources
 
     _worker["settings"] = settings
     _worker["prices"] = prices
     _worker["sources"] = {s.name: s for s in enabled_sources(settings)}
-    try:
-        while (item := conn.recv()) is not None:
-            seq, task = item
-            conn.send((seq, _parse_file(*task)))
-    except (EOFError, OSError, KeyboardInterrupt):
-        pass
+    with contextlib.suppress(OSError, KeyboardInterrupt):  # the writer closed its end
+        for index, task in share:
+            conn.send((index, _parse_file(*task[:-1])))
+    conn.close()
 
 
 def _parse_file(
@@ -230,7 +229,7 @@ def _parse_file(
 
 
 def _fields(rec: Any) -> tuple[Any, ...]:
-    return tuple(getattr(rec, name) for name in _RECORD_FIELDS)
+    return _GET_FIELDS(rec)
 
 
 def _from_wire(wire: _Chunks) -> list[Chunk]:
@@ -258,4 +257,4 @@ def _record_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Record))
 
 
-_RECORD_FIELDS = _record_fields()
+_GET_FIELDS = operator.attrgetter(*_record_fields())

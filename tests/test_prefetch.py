@@ -11,6 +11,7 @@ worker parsed it must be parsed again by the writer.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES
-from sufd.prefetch import Prefetcher
+from sufd.prefetch import Planned, Prefetcher, _Worker
 from sufd.prices import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
@@ -50,6 +51,12 @@ def test_workers_give_the_same_ledger_as_one_process(tmp_path: Path) -> None:
     assert again["files_read"] == 0 and again["files_prefetched"] == 0
 
 
+def _planned(path: Path, root: Path, start: int = 0) -> Planned:
+    st = path.stat()
+    state = SOURCES["claude"].new_state()
+    return Planned("claude", root, path, start, state, st.st_dev, st.st_ino, st.st_size)
+
+
 def test_a_file_written_after_the_worker_read_it_is_not_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,25 +67,40 @@ def test_a_file_written_after_the_worker_read_it_is_not_taken(
     settings = load(None)
     claude = SOURCES["claude"]
     root = env.home / ".claude" / "projects"
-    path = max(root.rglob("*.jsonl"), key=lambda p: p.stat().st_size)
-    prefetch = Prefetcher(settings, PriceTable.bundled(), 1)
+    paths = sorted(root.rglob("*.jsonl"), key=lambda p: p.stat().st_size)[-3:]
+    written, other, kept = paths
+    # One worker, so that its results come in plan order: written, other, kept.
+    prefetch = Prefetcher(settings, PriceTable.bundled(), 1, [_planned(p, root) for p in paths])
     try:
-        prefetch.submit(claude, root, path, 0, claude.new_state())
-        prefetch.submit(claude, root, path, 0, claude.new_state())  # resubmitted: latest wins
-        _, worker, _ = prefetch._tasks[str(path)]
-        assert worker.conn.poll(30)  # a worker has parsed it (and is sending the result)
+        (worker,) = prefetch._workers.values()
+        assert worker.conn.poll(30)  # the worker has parsed the first file (and is sending it)
         time.sleep(0.2)
-        with path.open("ab") as f:
+        with written.open("ab") as f:
             f.write(b'{"type":"user"}\n')
-        assert prefetch.take(path, 0, path.stat(), claude.new_state()) is None
+        assert prefetch.take(written, 0, written.stat(), claude.new_state()) is None
+        # Another start or state than the writer's own is never used either.
+        assert prefetch.take(other, 10, other.stat(), claude.new_state()) is None
+        assert prefetch.take(other, 0, other.stat(), claude.new_state()) is None  # taken once
         assert prefetch.hits == 0
 
-        prefetch.submit(claude, root, path, 0, claude.new_state())
-        # Another start or state than the writer's own is never used either.
-        assert prefetch.take(path, 10, path.stat(), claude.new_state()) is None
-        prefetch.submit(claude, root, path, 0, claude.new_state())
-        chunks = prefetch.take(path, 0, path.stat(), claude.new_state())
+        chunks = prefetch.take(kept, 0, kept.stat(), claude.new_state())
         assert chunks is not None and prefetch.hits == 1
-        assert chunks[-1].end == path.stat().st_size
+        assert chunks[-1].end == kept.stat().st_size
     finally:
         prefetch.close()
+
+
+def test_results_come_in_plan_order_skipped_ones_are_dropped_and_a_dead_worker_ends() -> None:
+    """The writer's end of one worker's pipe, with the test writing what a worker would."""
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    worker = _Worker.__new__(_Worker)
+    worker.conn, worker._last, worker._ahead = reader, -1, None
+    for index in (0, 2, 3, 7):
+        writer.send((index, (index, 0, [])))
+    assert worker.result(2) == (2, 0, [])  # 0 was not asked for (the file was unchanged)
+    assert worker.result(5) is None  # never sent (not worth it); 7 is kept for later
+    assert worker.result(7) == (7, 0, [])
+    assert worker.result(3) is None  # already passed: the writer parses it itself
+    writer.close()  # the worker ended (or died) before sending 9
+    assert worker.result(9) is None
+    assert worker.result(11) is None  # and stays so, without waiting

@@ -72,6 +72,10 @@ class Record:
     Token classes are disjoint (Anthropic semantics): ``input`` excludes cached input,
     ``cache_read`` is the cached input, ``output`` includes ``reasoning``.
 
+    ``key`` identifies the event within the source (records with one key fill one slot);
+    ``group``, when set, is shared by keys that may stand for the same event (see
+    :meth:`Source.alias_match`), and records with the same key always have the same group.
+
     Treat it as immutable (derive changed copies with ``dataclasses.replace``). It is not
     declared frozen because a frozen dataclass of this size took five times as long to
     build, once per event.

@@ -100,7 +100,8 @@ def _has_null_field(line: bytes) -> bool:
     a few other nulls; a regular expression over the whole line cost 8 µs)."""
     at = line.find(_NULL)
     while at >= 0:
-        if line[line.rfind(b'"', 0, at) + 1 : at] in _NULL_FIELDS:
+        quote = line.rfind(b'"', 0, at)
+        if quote >= 0 and line[quote + 1 : at] in _NULL_FIELDS:
             return True
         at = line.find(_NULL, at + 6)
     return False

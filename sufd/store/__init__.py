@@ -60,6 +60,9 @@ def open_store(path: Path) -> sqlite3.Connection:
         # A WAL that grew under a long reader is cut back to this once it is checkpointed.
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         conn.execute("PRAGMA foreign_keys = OFF")
+        # Each file's batch is a savepoint inside a catch-up's transaction: its statement
+        # journal in memory, not a temp file, saved 200k write() calls on a 500 MB catch-up.
+        conn.execute("PRAGMA temp_store = MEMORY")
         apply_migrations(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
