@@ -30,7 +30,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -266,57 +266,33 @@ def parse_timestamp_ms(value: object) -> int | None:
     if not isinstance(value, str):
         return None
     n = len(value)
-    # 19 chars of date-time, optional ".mmm", then "Z" or "+HH:MM".
-    if n not in (20, 24, 25, 29) or value[10] != "T":
+    # 19 chars of date-time, optional ".mmm", then "Z" or "+HH:MM". The separators are
+    # checked here: fromisoformat alone would also take week dates and compact times.
+    if n not in (20, 24, 25, 29) or not value.isascii():
         return None
     body_end = 23 if n in (24, 29) else 19
     if body_end == 23 and value[19] != ".":
         return None
+    if value[4] != "-" or value[7] != "-" or value[10] != "T" or value[13] != ":":
+        return None
     zone = value[body_end:]
-    if zone != "Z" and not (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":"):
+    if value[16] != ":" or (
+        zone != "Z" and not (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":")
+    ):
         return None
-    # The date, hour and zone go through fromisoformat once per hour seen; the minutes,
-    # seconds and milliseconds are plain digits (a full parse per event showed in profiles).
-    hour = _hour_ms(value[:13], zone)
-    rest = value[13:body_end]  # ":MM:SS" or ":MM:SS.mmm"
-    digits = rest[1:3] + rest[4:6] + rest[7:]
-    if hour is None or rest[0] != ":" or rest[3] != ":" or not _ascii_digits(digits):
-        return None
-    minute, second = int(digits[0:2]), int(digits[2:4])
-    if minute > 59 or second > 59:
-        return None
-    return hour + minute * 60_000 + second * 1000 + (int(digits[4:]) if len(digits) > 4 else 0)
-
-
-_HOURS: dict[tuple[str, str], int | None] = {}
-_MIN_YEAR, _MAX_YEAR = 1970, 2099
-
-
-def _hour_ms(prefix: str, zone: str) -> int | None:
-    """Epoch ms of ``YYYY-MM-DDTHH`` in ``zone`` (``Z`` or ``±HH:MM``); ``None`` if invalid."""
-    key = (prefix, zone)
-    if key in _HOURS:
-        return _HOURS[key]
-    if len(_HOURS) > 100_000:
-        _HOURS.clear()
     try:
-        dt = datetime.fromisoformat(prefix + ":00:00" + ("+00:00" if zone == "Z" else zone))
-        # Outside these years a date is damage, not usage: reports would have to span it.
-        found: int | None = _ms(dt) if _MIN_YEAR <= dt.year <= _MAX_YEAR else None
+        dt = datetime.fromisoformat(value)
     except ValueError:
-        found = None
-    _HOURS[key] = found
-    return found
+        return None
+    # Outside these years a date is damage, not usage: reports would have to span it.
+    if not _MIN_YEAR <= dt.year <= _MAX_YEAR:
+        return None
+    return (dt - _EPOCH) // _MS
 
 
-def _ascii_digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _ms(dt: datetime) -> int:
-    # timestamp() is a float; rebuild exactly from the integer parts.
-    seconds = int(dt.replace(microsecond=0).timestamp())
-    return seconds * 1000 + dt.microsecond // 1000
+_MIN_YEAR, _MAX_YEAR = 1970, 2099
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def cost_at(price: ModelPrice, rec: Record) -> float:

@@ -72,11 +72,17 @@ class ClaudeCode(Source):
         obj = ctx.json(line)
         if not isinstance(obj, dict):
             raise Malformed("not a JSON object")
-        entry = _direct_entry(obj) or _progress_entry(obj)
-        if entry is None:
-            raise Malformed("usage line without the fields ccusage requires")
-        entry["_digest"] = short_hash(line) if not _has_message_id(entry) else ""
-        return _record(entry, offset, ctx)
+        message = obj.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            return _record(obj, obj, message, obj.get("version"), line, offset, ctx)
+        # A nested agent-progress line: usage under data.message.message.
+        data = obj.get("data")
+        outer = data.get("message") if isinstance(data, dict) else None
+        if isinstance(outer, dict):
+            message = outer.get("message")
+            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                return _record(obj, outer, message, None, line, offset, ctx)
+        raise Malformed("usage line without the fields ccusage requires")
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
         """ccusage's rule: non-sidechain first, then larger total, higher cost, has speed."""
@@ -117,49 +123,6 @@ def _expand_home(value: str, home: Path) -> Path:
     return Path(value)
 
 
-def _direct_entry(obj: dict[str, Any]) -> dict[str, Any] | None:
-    message = obj.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
-        return None
-    return {
-        "timestamp": obj.get("timestamp"),
-        "message": message,
-        "costUSD": obj.get("costUSD"),
-        "requestId": obj.get("requestId"),
-        "isSidechain": obj.get("isSidechain"),
-        "sessionId": obj.get("sessionId"),
-        "version": obj.get("version"),
-        "cwd": obj.get("cwd"),
-        "_fields": obj,
-    }
-
-
-def _progress_entry(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """A nested agent-progress line: usage under ``data.message.message``."""
-    data = obj.get("data")
-    outer = data.get("message") if isinstance(data, dict) else None
-    if not isinstance(outer, dict):
-        return None
-    message = outer.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
-        return None
-    return {
-        "timestamp": outer.get("timestamp"),
-        "message": message,
-        "costUSD": outer.get("costUSD"),
-        "requestId": outer.get("requestId"),
-        "isSidechain": outer.get("isSidechain"),
-        "sessionId": obj.get("sessionId"),
-        "version": None,
-        "cwd": obj.get("cwd"),
-        "_fields": {},
-    }
-
-
-def _has_message_id(entry: dict[str, Any]) -> bool:
-    return bool(entry["message"].get("id"))
-
-
 def _uint(value: Any, name: str, *, required: bool = False) -> int:
     if value is None and not required:
         return 0
@@ -178,25 +141,33 @@ def _opt_str(value: Any, name: str) -> str | None:
     return value
 
 
-def _record(entry: dict[str, Any], offset: int, ctx: FileContext) -> Record | None:
-    message: dict[str, Any] = entry["message"]
+def _record(
+    obj: dict[str, Any],
+    fields: dict[str, Any],
+    message: dict[str, Any],
+    version: Any,
+    line: bytes,
+    offset: int,
+    ctx: FileContext,
+) -> Record | None:
+    """The record of a usage line: ``fields`` holds the entry's own fields (the line itself,
+    or a progress line's inner entry), ``obj`` the line's session and working dir."""
     usage: dict[str, Any] = message["usage"]
-    ts = parse_timestamp_ms(entry["timestamp"])
+    ts = parse_timestamp_ms(fields.get("timestamp"))
     if ts is None:
         raise Malformed("timestamp missing or not in ccusage's accepted shape")
-    version = entry["version"]
     if version is not None and not (isinstance(version, str) and _SEMVER_PREFIX.match(version)):
         raise Malformed("version is not N.N.N")
-    session = _opt_str(entry["sessionId"], "sessionId")
-    request_id = _opt_str(entry["requestId"], "requestId")
+    session = _opt_str(obj.get("sessionId"), "sessionId")
+    request_id = _opt_str(fields.get("requestId"), "requestId")
     message_id = _opt_str(message.get("id"), "message.id")
     model = _opt_str(message.get("model"), "message.model")
-    cost = entry["costUSD"]
+    cost = fields.get("costUSD")
     if cost is not None and (
         isinstance(cost, bool) or not isinstance(cost, int | float) or abs(cost) > _MAX_COST
     ):
         raise Malformed("costUSD is not a number of at most 1e9")
-    sidechain = entry["isSidechain"]
+    sidechain = fields.get("isSidechain")
     if sidechain is not None and not isinstance(sidechain, bool):
         raise Malformed("isSidechain is not a boolean")
     speed = usage.get("speed")
@@ -219,13 +190,15 @@ def _record(entry: dict[str, Any], offset: int, ctx: FileContext) -> Record | No
     reported = None if model is None or model == "<synthetic>" else model
     if reported is not None and fast and not reported.endswith("-fast"):
         reported += "-fast"
-    cwd = entry["cwd"] if isinstance(entry["cwd"], str) and entry["cwd"] else None
+    cwd = obj.get("cwd")
+    if not (isinstance(cwd, str) and cwd):
+        cwd = None
     # A line without an id is its own event: keyed by file, offset and content, so a
     # re-read of the same bytes is idempotent and different bytes at that offset are new.
     key = (
         f"{message_id}:{request_id or ''}"
         if message_id
-        else f"@{short_hash(str(ctx.path))}:{offset}:{entry['_digest']}"
+        else f"@{short_hash(str(ctx.path))}:{offset}:{short_hash(line)}"
     )
     return Record(
         key=key,

@@ -10,6 +10,7 @@ moved.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import operator
 import socket
@@ -223,6 +224,7 @@ def _accumulate(acc_map: dict[K, list[float]], key: K, values: list[float]) -> N
         acc[:] = map(operator.add, acc, values)
 
 
+@functools.lru_cache(maxsize=8192)  # a batch hashes each group for its lookup and its row
 def _grp(message_id: str | None) -> int | None:
     if message_id is None:
         return None
