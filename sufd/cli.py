@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import sqlite3
@@ -324,11 +325,14 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> 
             )
             sys.stderr.flush()
 
+        # As in the parse workers (sufd.prefetch): the collector only slows a catch-up.
+        gc.disable()
         try:
             stats = ingestor.ingest_all(progress if tty else None)
         except sqlite3.Error as exc:  # e.g. the last commit hit a full disk: nothing was lost
             raise StoreFault(exc) from exc
         finally:
+            gc.enable()
             if tty:
                 sys.stderr.write("\n")
     finally:

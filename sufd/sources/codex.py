@@ -109,11 +109,10 @@ def _usage(raw: Any, name: str) -> dict[str, int] | None:
         raise Malformed(f"{name} is not an object")
     out: dict[str, int] = {}
     for field, aliases in _ALIASES.items():
-        value: Any = 0
-        for alias in aliases:
-            if alias in raw and raw[alias] is not None:
-                value = raw[alias]
-                break
+        # The first alias present and not null counts; nearly always the first one.
+        value: Any = raw.get(aliases[0])
+        if value is None:
+            value = next((v for v in map(raw.get, aliases[1:]) if v is not None), 0)
         if type(value) is not int or not 0 <= value <= _MAX_TOKENS:
             raise Malformed(f"{name}.{aliases[0]} is not a non-negative integer up to 2**40")
         out[field] = value
@@ -155,16 +154,8 @@ def _token_count(
         model = next((m for day, m in _AUTO_REVIEW if stamp[:10] >= day), model)
     cached = min(raw["cached"], raw["input"])
     total_tokens = raw["total"] or raw["input"] + raw["output"] + raw["reasoning"]
-    key = "|".join(
-        (
-            stamp,
-            model,
-            *(
-                str(v)
-                for v in (raw["input"], cached, raw["output"], raw["reasoning"], total_tokens)
-            ),
-        )
-    )
+    inp, out, reasoning = raw["input"], raw["output"], raw["reasoning"]
+    key = f"{stamp}|{model}|{inp}|{cached}|{out}|{reasoning}|{total_tokens}"
     return Record(
         key=key,
         ts_ms=ts,
