@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
@@ -224,18 +223,18 @@ def parse_lines(
     chunk_start = last_end = start
     parse, prefer, markers = source.parse_line, source.prefer, source.markers
     for run in read_runs(f, start, max_line=max_line):
-        if run.lines is None:
+        data = run.data
+        if data is None:
             chunk.malformed.append((run.offset, f"line longer than {max_line} bytes"))
         else:
-            lines = run.lines
-            starts = [0, *accumulate(map(len, lines))]
-            for i in _to_parse(lines, markers):
-                data = lines[i]
-                if not data or data.isspace():
+            for at in _to_parse(data, markers):
+                end = data.index(b"\n", at)
+                line = data[at:end]
+                if not line or line.isspace():
                     continue
-                offset = run.offset + starts[i] + i  # each line before it had a newline
+                offset = run.offset + at
                 try:
-                    rec = parse(data, offset, ctx)
+                    rec = parse(line, offset, ctx)
                 except Malformed as bad:
                     chunk.malformed.append((offset, bad.reason))
                     continue
@@ -243,7 +242,7 @@ def parse_lines(
                     continue
                 _fold_in(chunk.records, price_record(rec, source, table, mode), prefer)
                 if len(chunk.records) >= chunk_records:
-                    last_end = offset + len(data) + 1
+                    last_end = run.offset + end + 1
                     chunk.end, chunk.state = last_end, dict(ctx.state)
                     yield chunk
                     chunk, chunk_start = Chunk(end=last_end), last_end
@@ -258,17 +257,33 @@ def parse_lines(
     yield chunk
 
 
-def _to_parse(lines: list[bytes], markers: tuple[bytes, ...]) -> Iterable[int]:
-    """The indexes of the lines to hand to ``parse_line``: those with a marker, and those
-    that are not a plain ``{…}`` line (blank, or to be reported as malformed)."""
+def _to_parse(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
+    """Where the lines to hand to ``parse_line`` start in ``data`` (complete lines, each with
+    its newline): those with a marker, and those that are not a plain ``{…}`` line (blank,
+    or to be reported as malformed)."""
+    starts: list[int] = []
+    pos, size, index = 0, len(data), data.index
+    # Each line costs a find and two byte compares; the markers are searched for in the
+    # whole block at once. Splitting the block into lines cost twice as much.
     if not markers:
-        return range(len(lines))
-    # Comprehensions: one pass per test over a read's lines costs far less than a
-    # statement per line.
-    picked = {i for i, line in enumerate(lines) if line[:1] != b"{" or line[-1:] != b"}"}
+        while pos < size:
+            starts.append(pos)
+            pos = index(b"\n", pos) + 1
+        return starts
+    while pos < size:
+        end = index(b"\n", pos)
+        if data[pos] != _OPEN or data[end - 1] != _CLOSE:
+            starts.append(pos)
+        pos = end + 1
     for marker in markers:
-        picked.update([i for i, line in enumerate(lines) if marker in line])
-    return sorted(picked)
+        at = data.find(marker)
+        while at >= 0:
+            starts.append(data.rfind(b"\n", 0, at) + 1)
+            at = data.find(marker, data.index(b"\n", at))
+    return sorted(set(starts))
+
+
+_OPEN, _CLOSE = ord("{"), ord("}")
 
 
 def _fold_in(

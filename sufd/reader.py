@@ -41,23 +41,27 @@ class Line(NamedTuple):
 
 class Run(NamedTuple):
     """Consecutive complete lines: the first starts at ``offset``, the next after them at
-    ``end``; each is followed by one newline in the file.
+    ``end``; ``data`` is their bytes, each line with its newline.
 
-    ``lines`` is ``None`` for a single line longer than the limit, skipped unread. A run is
-    what one read produced: handing lines over a block at a time, not one by one, keeps the
-    per-line cost to what the caller does with it.
+    ``data`` is ``None`` for a single line longer than the limit, skipped unread. A run is
+    what one read produced: handing lines over a block at a time, not one by one, lets the
+    caller look for what it wants in the whole block and copy out only those lines.
     """
 
     offset: int
     end: int
-    lines: list[bytes] | None
+    data: bytes | None
+
+    def lines(self) -> list[bytes]:
+        """The lines of the run, without their newlines."""
+        return self.data.split(b"\n")[:-1] if self.data is not None else []
 
 
 def read_runs(f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES) -> Iterator[Run]:
     """Yield the complete lines of ``f`` from byte ``start`` on, in runs.
 
     Memory stays within about ``max_line + 2 * chunk`` whatever the file size: a line longer
-    than ``max_line`` is skipped up to its newline and reported as a run without lines.
+    than ``max_line`` is skipped up to its newline and reported as a run without data.
     """
     f.seek(start)
     # The unfinished line so far, as pieces: joining them only once its newline arrives
@@ -85,18 +89,18 @@ def read_runs(f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTE
             if skipping or length > max_line:
                 yield Run(line_start, end, None)
             else:
-                pieces.append(block[:first])
-                yield Run(line_start, end, [b"".join(pieces)])
+                pieces.append(block[: first + 1])
+                yield Run(line_start, end, b"".join(pieces))
             pieces, pending, skipping = [], 0, False
             line_start, pos = end, first + 1
         last = block.rfind(b"\n")
         if last >= pos:
-            lines = block[pos:last].split(b"\n")
-            end = line_start + last - pos + 1
-            if last - pos > max_line and max(map(len, lines)) > max_line:
-                yield from _split_long(line_start, lines, max_line)
+            data = block[pos : last + 1] if pos or last + 1 < len(block) else block
+            end = line_start + len(data)
+            if len(data) > max_line + 1:
+                yield from _split_long(line_start, data, max_line)
             else:
-                yield Run(line_start, end, lines)
+                yield Run(line_start, end, data)
             line_start, pos = end, last + 1
         if pos < len(block):
             pending = len(block) - pos
@@ -106,22 +110,19 @@ def read_runs(f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTE
                 pieces.append(block[pos:])
 
 
-def _split_long(offset: int, lines: list[bytes], max_line: int) -> Iterator[Run]:
-    """The runs of ``lines`` with each line longer than ``max_line`` a run of its own."""
-    run_start = offset
-    run: list[bytes] = []
-    for data in lines:
-        end = offset + len(data) + 1
-        if len(data) > max_line:
-            if run:
-                yield Run(run_start, offset, run)
-            yield Run(offset, end, None)
-            run_start, run = end, []
-        else:
-            run.append(data)
-        offset = end
-    if run:
-        yield Run(run_start, offset, run)
+def _split_long(offset: int, data: bytes, max_line: int) -> Iterator[Run]:
+    """The runs of ``data`` with each line longer than ``max_line`` a run of its own."""
+    run_start = pos = 0
+    while pos < len(data):
+        nl = data.index(b"\n", pos)
+        if nl - pos > max_line:
+            if pos > run_start:
+                yield Run(offset + run_start, offset + pos, data[run_start:pos])
+            yield Run(offset + pos, offset + nl + 1, None)
+            run_start = nl + 1
+        pos = nl + 1
+    if pos > run_start:
+        yield Run(offset + run_start, offset + pos, data[run_start:pos])
 
 
 def read_lines(
@@ -129,11 +130,11 @@ def read_lines(
 ) -> Iterator[Line]:
     """The lines of :func:`read_runs` one at a time, each with its own offsets."""
     for run in read_runs(f, start, max_line=max_line, chunk=chunk):
-        if run.lines is None:
+        if run.data is None:
             yield Line(run.offset, run.end, None)
             continue
         offset = run.offset
-        for data in run.lines:
+        for data in run.lines():
             end = offset + len(data) + 1
             yield Line(offset, end, data)
             offset = end

@@ -102,5 +102,5 @@ def test_runs_cover_the_bytes_without_gaps() -> None:
     for a, b in zip(runs, runs[1:], strict=False):
         assert a.end == b.offset
     for run in runs:
-        assert run.lines is not None
-        assert run.end - run.offset == sum(len(x) + 1 for x in run.lines)
+        assert run.data is not None and run.end - run.offset == len(run.data)
+        assert run.data.endswith(b"\n") and run.lines() == run.data[:-1].split(b"\n")
