@@ -494,9 +494,9 @@ class Ledger:
         for pr in batch.records:
             rec = pr.record
             slot = by_key.get(rec.key)
-            if slot is None and rec.group is not None:
+            if slot is None and rec.group is not None and rec.group in by_group:
                 slot = next(
-                    (s for s in by_group.get(rec.group, ()) if source.alias_match(rec, s.rec)), None
+                    (s for s in by_group[rec.group] if source.alias_match(rec, s.rec)), None
                 )
             if slot is None:
                 slot = _Slot(
@@ -579,6 +579,8 @@ class Ledger:
         Summing their final rows once per transaction costs a few statements however many
         events a catch-up inserts; deltas built in Python per event cost more than the
         inserts. (Rowids only grow: no event is ever deleted, so a new one is above the mark.)
+        ``NOT INDEXED`` keeps each to the new rows: to group by session, SQLite would
+        otherwise walk the whole ``events_session`` index, every commit.
         """
         conn, mark = self.conn, self._mark
         (top,) = conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()
@@ -587,7 +589,7 @@ class Ledger:
         conn.execute("DELETE FROM temp.new_time")
         conn.execute(
             f"INSERT INTO temp.new_time SELECT {_BUCKET_OF_TS}, source, project_id, model_id,"
-            f" {_NEW_SUMS} FROM events WHERE id > ? GROUP BY 1, 2, 3, 4",
+            f" {_NEW_SUMS} FROM events NOT INDEXED WHERE id > ? GROUP BY 1, 2, 3, 4",
             (mark,),
         )
         conn.execute(_AGG_TIME_FROM_NEW)
@@ -606,7 +608,7 @@ class Ledger:
         conn.execute(_AGG_SESSION_FROM_NEW, (mark,))
         conn.execute(
             "UPDATE files SET held_events = held_events + g.n, held_cost = held_cost + g.c"
-            " FROM (SELECT file_id, COUNT(*) AS n, SUM(cost) AS c FROM events"
+            " FROM (SELECT file_id, COUNT(*) AS n, SUM(cost) AS c FROM events NOT INDEXED"
             " WHERE id > ? AND file_id IS NOT NULL GROUP BY file_id) AS g"
             " WHERE files.id = g.file_id",
             (mark,),
@@ -799,7 +801,8 @@ _AGG_TIME_FROM_NEW = (
 )
 _AGG_SESSION_FROM_NEW = (
     f"INSERT INTO agg_session (session_id, model_id, {_SUM_LIST}, first_ts, last_ts)"
-    f" SELECT session_id, model_id, {_NEW_SUMS}, MIN(ts), MAX(ts) FROM events WHERE id > ?"
+    f" SELECT session_id, model_id, {_NEW_SUMS}, MIN(ts), MAX(ts)"
+    " FROM events NOT INDEXED WHERE id > ?"
     " GROUP BY session_id, model_id"
     f" {_add_sums(('session_id', 'model_id'))}, first_ts = min(first_ts, excluded.first_ts),"
     " last_ts = max(last_ts, excluded.last_ts)"
