@@ -11,6 +11,7 @@ worker parsed it must be parsed again by the writer.
 from __future__ import annotations
 
 import json
+import marshal
 import multiprocessing
 import shutil
 import time
@@ -96,7 +97,7 @@ def test_results_come_in_plan_order_skipped_ones_are_dropped_and_a_dead_worker_e
     worker = _Worker.__new__(_Worker)
     worker.conn, worker._last, worker._ahead = reader, -1, None
     for index in (0, 2, 3, 7):
-        writer.send((index, (index, 0, [])))
+        writer.send_bytes(marshal.dumps((index, (index, 0, []))))
     assert worker.result(2) == (2, 0, [])  # 0 was not asked for (the file was unchanged)
     assert worker.result(5) is None  # never sent (not worth it); 7 is kept for later
     assert worker.result(7) == (7, 0, [])
