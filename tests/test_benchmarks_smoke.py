@@ -37,6 +37,9 @@ EXPECTED_FIGURES = {
     "ccusage_native_warm_median_s",
     "cold_ratio_vs_ccusage_cold",
     "cold_ratio_vs_ccusage_warm",
+    "paired_cold_ingest_s",
+    "paired_ccusage_s",
+    "cold_ratio_paired_median",
     "report_median_ms",
     "report_p95_ms",
     "report_speedup_vs_ccusage_warm",
@@ -87,7 +90,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
 
     figures = result["figures"]
     assert set(figures) == EXPECTED_FIGURES
-    for key in EXPECTED_FIGURES - OPTIONAL - {"correctness_passed"}:
+    paired = ("paired_cold_ingest_s", "paired_ccusage_s")
+    for key in paired:  # the first cold run of each and the alternating ones
+        assert len(figures[key]) == 5 and all(v > 0 for v in figures[key]), figures[key]
+    assert figures["paired_cold_ingest_s"][0] == figures["cold_ingest_s"]
+    for key in EXPECTED_FIGURES - OPTIONAL - {"correctness_passed", *paired}:
         value = figures[key]
         assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
         assert value > 0, (key, value)
