@@ -436,16 +436,28 @@ class Ledger:
 
     def _apply(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
         slots = self._existing_slots(source, batch.records)
-        new_slots = self._resolve(source, batch, slots)
-        delta = _Delta()
         name = source.name
         pv, host = self.price_version_id, self.host_id
-        inserts = [(name, *_row(s), pv, host) for s in new_slots]
+        if not slots and _all_distinct(batch.records):
+            # Nothing stored shares a key or group with these records, nor do two of them
+            # (the usual batch of a catch-up): each is a new event, as _resolve would find.
+            file_id, dims = batch.cursor.file_id, self._dims
+            self._insert(
+                [
+                    (name, *_row(pr.record, pr.cost, pr.cost_kind, dims(name, pr.record), file_id),
+                     pv, host)
+                    for pr in batch.records
+                ]
+            )  # fmt: skip
+            return list(batch.records), []
+        new_slots = self._resolve(source, batch, slots)
+        delta = _Delta()
+        inserts = [(name, *_slot_row(s), pv, host) for s in new_slots]
         updates = []
         for s in slots:
             if not s.dirty or s.before is None:
                 continue
-            updates.append((*_row(s), pv, s.rid))
+            updates.append((*_slot_row(s), pv, s.rid))
             if s.rid is not None and s.rid > self._mark:
                 continue  # not in the aggregates yet: its final row will be
             old_rec, old_cost, old_kind, old_dims = s.before
@@ -453,15 +465,7 @@ class Ledger:
             delta.add(name, s.rec, s.cost, s.kind, s.dims, +1)
             delta.hold(s.stored_file, -1, old_cost)
             delta.hold(s.file_id, +1, s.cost)
-        if inserts:
-            self.conn.executemany(
-                "INSERT INTO events (source, key, grp, sidechain, has_speed, fast, ts, session_id,"
-                " project_id, model_id, input, output, cache_write_5m, cache_write_1h, cache_read,"
-                " reasoning, total, cost, cost_kind, fallback_model, file_id, offset,"
-                " price_version_id, host_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                inserts,
-            )
+        self._insert(inserts)
         if updates:
             self.conn.executemany(
                 "UPDATE events SET key = ?, grp = ?, sidechain = ?, has_speed = ?, fast = ?,"
@@ -481,6 +485,17 @@ class Ledger:
                 if s.dirty and s.before is not None
             ],
         )
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.conn.executemany(
+                "INSERT INTO events (source, key, grp, sidechain, has_speed, fast, ts, session_id,"
+                " project_id, model_id, input, output, cache_write_5m, cache_write_1h, cache_read,"
+                " reasoning, total, cost, cost_kind, fallback_model, file_id, offset,"
+                " price_version_id, host_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def _resolve(self, source: Source, batch: Batch, slots: list[_Slot]) -> list[_Slot]:
         """Decide, record by record, which slot each record fills (ccusage's dedup order)."""
@@ -813,9 +828,22 @@ def _ints(values: Sequence[float]) -> list[int]:
     return [int(v) for v in values]
 
 
-def _row(s: _Slot) -> tuple[Any, ...]:
-    r = s.rec
-    session_id, project_id, model_id = s.dims
+def _all_distinct(records: Sequence[PricedRecord]) -> bool:
+    """Whether no two records share a key, nor a group."""
+    keys = {pr.record.key for pr in records}
+    groups = [pr.record.group for pr in records if pr.record.group is not None]
+    return len(keys) == len(records) and len(set(groups)) == len(groups)
+
+
+def _slot_row(s: _Slot) -> tuple[Any, ...]:
+    return _row(s.rec, s.cost, s.kind, s.dims, s.file_id)
+
+
+def _row(
+    r: Record, cost: float, kind: int, dims: tuple[int, int, int], file_id: int | None
+) -> tuple[Any, ...]:
+    """An event's columns from ``key`` to ``offset``, in the order the statements use."""
+    session_id, project_id, model_id = dims
     return (
         r.key,
         _grp(r.group),
@@ -833,10 +861,10 @@ def _row(s: _Slot) -> tuple[Any, ...]:
         r.cache_read,
         r.reasoning,
         r.total,
-        s.cost,
-        s.kind,
+        cost,
+        kind,
         int(r.fallback_model),
-        s.file_id,
+        file_id,
         r.offset,
     )
 
