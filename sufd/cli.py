@@ -301,15 +301,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
+def _configure_logs(level: str) -> None:
     from sufd import logs
+
+    logs.configure(level, mode="cli")
+
+
+def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
+    from sufd import logger
     from sufd.ingest import Ingestor, IngestStats
     from sufd.prices import PriceTable
     from sufd.store import open_store
     from sufd.store.health import StoreFault
     from sufd.store.ledger import Ledger
 
-    logs.configure(settings.log_level, mode="cli")
+    logger.defer(settings.log_level, lambda: _configure_logs(settings.log_level))
     prices = PriceTable.bundled().with_overrides(settings.price_overrides)
     conn = open_store(settings.paths.db)
     try:

@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from sufd.logger import get_logger
 from sufd.protocol import MAX_LINE, ProtocolError, decode_request, encode, error, ok
 
 __all__ = ["ControlServer", "Handler", "peer_uid"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 StreamHandler = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sufd import __version__, logs
 from sufd.errors import ConfigError
 from sufd.ingest import Ingestor, IngestStats
+from sufd.logger import get_logger
 from sufd.notify import Notifier
 from sufd.prices import PriceTable
 from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
@@ -42,7 +41,7 @@ from sufd.watcher import RootWatcher, until_tick
 
 __all__ = ["Daemon", "SHUTDOWN_TIMEOUT_S"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 4.0
 HEARTBEAT_S = 1.0

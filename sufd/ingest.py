@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
-import structlog
-
 from sufd.errors import SourceBusy
+from sufd.logger import get_logger
 from sufd.prices import PriceTable
 from sufd.reader import ByteFile, read_runs
 from sufd.settings import Settings, local_zone
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CommitHook", "FileResult", "IngestStats", "Ingestor", "price_record"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 _T = TypeVar("_T")

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import structlog
 
+from sufd.logger import cli_level
+
 __all__ = ["LOG_FILE", "check_file", "configure"]
 
 Mode = Literal["cli", "daemon"]
@@ -219,8 +221,8 @@ def configure(
         stderr_renderer = _journal_renderer
     else:
         stderr_renderer = structlog.processors.JSONRenderer(sort_keys=True)
-    if mode == "cli" and numeric > logging.DEBUG:
-        stderr_level = max(numeric, logging.WARNING)
+    if mode == "cli":
+        stderr_level = cli_level(level)
     if mode == "daemon" and env.get("SUFD_SERVICE_MANAGER") == "launchd":
         stderr_level = max(numeric, logging.WARNING)
 

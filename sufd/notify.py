@@ -9,11 +9,11 @@ import socket
 import time
 from collections.abc import Mapping
 
-import structlog
+from sufd.logger import get_logger
 
 __all__ = ["Notifier"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Notifier:

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import structlog
+from sufd.logger import get_logger
 
 __all__ = ["GuardedFile", "IoGuard", "Stall", "Stalled"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 Key = tuple[str, str]  # (source name, root)

@@ -19,9 +19,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from sufd.errors import StoreError
+from sufd.logger import get_logger
 from sufd.settings import KNOWN_SOURCES, Settings
 from sufd.store import health, open_readonly
 
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["READ_CACHE_KIB", "STORE_CHECK_INTERVAL_S", "StoreKeeper"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Status and statusline read a few aggregate rows: a small page cache bounds what the
 # long-lived read connection keeps (SQLite's default would grow it to 2 MB).

@@ -20,14 +20,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
 from watchfiles import Change, awatch
 
 from sufd import inotify
+from sufd.logger import get_logger
 
 __all__ = ["RootWatcher", "until_tick"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HEARTBEAT_MS = 1000
 # Most configured roots never exist on a given machine; checking them is the daemon's main
