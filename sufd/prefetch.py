@@ -126,6 +126,8 @@ class _Worker:
     def __init__(
         self, ctx: Any, settings: Settings, prices: PriceTable, share: list[tuple[int, Planned]]
     ) -> None:
+        # Only the worker writes, but a socket pair buffers about 200 KiB here against a
+        # pipe's 64 KiB: the worker runs that much further ahead before it waits.
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
             target=_serve, args=(child, settings, prices, share), name="sufd-parse", daemon=True
@@ -148,7 +150,7 @@ class _Worker:
         while self._last < index:
             try:
                 got, wire = marshal.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):
                 self._last = 1 << 62  # the worker is gone: the writer parses the rest itself
                 return None
             self._last = got
@@ -184,10 +186,15 @@ def _serve(
     _worker["prices"] = prices
     _worker["sources"] = {s.name: s for s in enabled_sources(settings)}
     with contextlib.suppress(OSError, KeyboardInterrupt):  # the writer closed its end
-        for index, task in share:
-            # marshal: the results are plain tuples, lists and dicts of str, int and float,
-            # which it writes and reads faster than pickle.
-            conn.send_bytes(marshal.dumps((index, _parse_file(*task[:-1]))))
+        for index, t in share:
+            wire = _parse_file(t.source, t.root, t.path, t.start, t.state, t.dev, t.ino)
+            # marshal: the results are plain tuples, lists and dicts of str, int, float,
+            # bool and None, which it writes and reads faster than pickle.
+            try:
+                data = marshal.dumps((index, wire))
+            except ValueError:  # something else after all: the writer parses it itself
+                data = marshal.dumps((index, None))
+            conn.send_bytes(data)
     conn.close()
 
 
