@@ -215,8 +215,9 @@ def parse_lines(
     Consecutive records with the same key (the lines of one streamed reply) are folded
     into the one the source prefers. The ledger would put the second where the first went
     and keep the preferred one; handing it only the winner ends in the same slot with the
-    same event, since a key determines its group and ``prefer`` is an order. A third of a
-    transcript's records go no further than this.
+    same event, since within a line file a key determines its group (Claude: the key is the
+    message and request id, the group the message id) and ``prefer`` is an order. A third
+    of a transcript's records go no further than this.
     """
     chunk = Chunk(end=start)
     chunk_start = last_end = start

@@ -74,7 +74,9 @@ class Record:
 
     ``key`` identifies the event within the source (records with one key fill one slot);
     ``group``, when set, is shared by keys that may stand for the same event (see
-    :meth:`Source.alias_match`), and records with the same key always have the same group.
+    :meth:`Source.alias_match`). Within one line file, records with one key have one group
+    (what parse_lines' folding relies on); across files they need not (an OpenCode message
+    in its JSON storage has no group, the same one in the database has one).
 
     Treat it as immutable (derive changed copies with ``dataclasses.replace``). It is not
     declared frozen because a frozen dataclass of this size took five times as long to

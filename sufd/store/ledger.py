@@ -557,9 +557,7 @@ class Ledger:
         return dims if dims != slot.dims or pr.cost_kind != slot.kind else None
 
     def _existing_slots(self, source: Source, records: Sequence[PricedRecord]) -> list[_Slot]:
-        # A key determines its group, so the rows sharing a record's group include the one
-        # with its key: looking keys up as well would only find them twice.
-        keys = list({pr.record.key for pr in records if pr.record.group is None})
+        keys = list({pr.record.key for pr in records})
         groups = list({pr.record.group for pr in records if pr.record.group is not None})
         rows: dict[int, tuple[Any, ...]] = {}
         for i in range(0, len(keys), _IN_CHUNK):
