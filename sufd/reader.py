@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
-__all__ = ["CHUNK_BYTES", "ByteFile", "Line", "Run", "read_lines", "read_runs"]
+__all__ = ["CHUNK_BYTES", "ByteFile", "Run", "read_runs"]
 
 # Bytes asked of the file per read: larger reads gained nothing measurable, and cost their
 # size in peak memory (lines longer than this are joined from the pieces).
@@ -27,18 +27,6 @@ class ByteFile(Protocol):
     def fileno(self) -> int: ...
 
 
-class Line(NamedTuple):
-    """One complete line: where it starts, where the next one starts, and its bytes.
-
-    ``data`` is ``None`` when the line was longer than the limit and was skipped unread.
-    (A tuple, not a dataclass: one is built per line, and that cost showed in profiles.)
-    """
-
-    offset: int
-    end: int
-    data: bytes | None
-
-
 class Run(NamedTuple):
     """Consecutive complete lines: the first starts at ``offset``, the next after them at
     ``end``; ``data`` is their bytes, each line with its newline.
@@ -51,10 +39,6 @@ class Run(NamedTuple):
     offset: int
     end: int
     data: bytes | None
-
-    def lines(self) -> list[bytes]:
-        """The lines of the run, without their newlines."""
-        return self.data.split(b"\n")[:-1] if self.data is not None else []
 
 
 def read_runs(f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES) -> Iterator[Run]:
@@ -123,18 +107,3 @@ def _split_long(offset: int, data: bytes, max_line: int) -> Iterator[Run]:
         pos = nl + 1
     if pos > run_start:
         yield Run(offset + run_start, offset + pos, data[run_start:pos])
-
-
-def read_lines(
-    f: ByteFile, start: int, *, max_line: int, chunk: int = CHUNK_BYTES
-) -> Iterator[Line]:
-    """The lines of :func:`read_runs` one at a time, each with its own offsets."""
-    for run in read_runs(f, start, max_line=max_line, chunk=chunk):
-        if run.data is None:
-            yield Line(run.offset, run.end, None)
-            continue
-        offset = run.offset
-        for data in run.lines():
-            end = offset + len(data) + 1
-            yield Line(offset, end, data)
-            offset = end
