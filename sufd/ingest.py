@@ -471,12 +471,12 @@ class Ingestor:
         plan: list[Planned] = []
         for source, root, path in found:
             st = stats_of[path]
-            todo = self._plan(source, path, st) if st is not None else None
-            if st is not None and todo is not None:
-                start, state = todo
-                plan.append(
-                    Planned(source.name, root, path, start, state, st.st_dev, st.st_ino, st.st_size)
-                )
+            if st is None or (todo := self._plan(source, path, st)) is None:
+                continue
+            start, state = todo
+            plan.append(
+                Planned(source.name, root, path, start, state, st.st_dev, st.st_ino, st.st_size)
+            )
         worth = sum(max(0, p.size - p.start - MIN_PREFETCH_BYTES) for p in plan)
         if worth < PREFETCH_MIN_TOTAL_BYTES:
             return None

@@ -435,10 +435,14 @@ class Ledger:
         self._sessions.clear()
 
     def _apply(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
-        slots = self._existing_slots(source, batch.records)
+        records = batch.records
+        keys = {pr.record.key for pr in records}
+        grouped = [pr.record.group for pr in records if pr.record.group is not None]
+        groups = set(grouped)
+        slots = self._existing_slots(source, keys, groups)
         name = source.name
         pv, host = self.price_version_id, self.host_id
-        if not slots and _all_distinct(batch.records):
+        if not slots and len(keys) == len(records) and len(groups) == len(grouped):
             # Nothing stored shares a key or group with these records, nor do two of them
             # (the usual batch of a catch-up): each is a new event, as _resolve would find.
             file_id, dims = batch.cursor.file_id, self._dims
@@ -556,9 +560,11 @@ class Ledger:
         dims = self._dims(source.name, rec)
         return dims if dims != slot.dims or pr.cost_kind != slot.kind else None
 
-    def _existing_slots(self, source: Source, records: Sequence[PricedRecord]) -> list[_Slot]:
-        keys = list({pr.record.key for pr in records})
-        groups = list({pr.record.group for pr in records if pr.record.group is not None})
+    def _existing_slots(
+        self, source: Source, distinct_keys: set[str], distinct_groups: set[str]
+    ) -> list[_Slot]:
+        """The stored events with one of these keys, or in one of these groups."""
+        keys, groups = list(distinct_keys), list(distinct_groups)
         rows: dict[int, tuple[Any, ...]] = {}
         for i in range(0, len(keys), _IN_CHUNK):
             chunk = keys[i : i + _IN_CHUNK]
@@ -824,13 +830,6 @@ _AGG_SESSION_FROM_NEW = (
 
 def _ints(values: Sequence[float]) -> list[int]:
     return [int(v) for v in values]
-
-
-def _all_distinct(records: Sequence[PricedRecord]) -> bool:
-    """Whether no two records share a key, nor a group."""
-    keys = {pr.record.key for pr in records}
-    groups = [pr.record.group for pr in records if pr.record.group is not None]
-    return len(keys) == len(records) and len(set(groups)) == len(groups)
 
 
 def _slot_row(s: _Slot) -> tuple[Any, ...]:
