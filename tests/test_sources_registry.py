@@ -283,7 +283,7 @@ def test_unmarked_real_lines_carry_nothing(name: str) -> None:
     """The same over every line of the real samples that has no marker."""
     source = SOURCES[name]
     checked = 0
-    for path in sorted((SHARED_FIXTURES / name).rglob("*.jsonl")):
+    for path in sorted(shared_fixture(name).rglob("*.jsonl")):
         ctx = FileContext(path, path.parent, source.new_state())
         for offset, line in enumerate(path.read_bytes().split(b"\n")):
             line = line.strip()
