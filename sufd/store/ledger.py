@@ -17,7 +17,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from sufd.sources.base import Record, Source
+from sufd.store.keyfilter import KeyFilter
 from sufd.store.queries import AGG_COLUMNS
 from sufd.store.zones import DayOf, local_day_sql
 
@@ -252,6 +253,11 @@ class Ledger:
         # Events with a larger id were inserted by the open transaction and are not in the
         # aggregates yet: they are summed from their final rows just before it commits.
         self._mark = 0
+        # While a bulk transaction is open: per source, a filter of every key and group
+        # stored, for sources that had no events when it was first asked about (None: it
+        # had some, look everything up). See _maybe_stored.
+        self._fresh: dict[str, KeyFilter | None] | None = None
+        self._data_version = 0
         conn.execute(_NEW_TIME_TABLE)
         with atomic(conn):
             self.host_id = self._host()
@@ -354,6 +360,7 @@ class Ledger:
         self.conn.execute("BEGIN IMMEDIATE")
         self._mark_new()
         bulk = self._bulk = Bulk(self.conn, self._mark_new, self._aggregate_new)
+        self._fresh, self._data_version = {}, self._other_commits()
         try:
             yield bulk
         except BaseException:
@@ -362,7 +369,7 @@ class Ledger:
             self._forget_dims()
             raise
         finally:
-            self._bulk = None
+            self._bulk = self._fresh = None
         bulk._commit()
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -439,8 +446,15 @@ class Ledger:
         keys = {pr.record.key for pr in records}
         grouped = [pr.record.group for pr in records if pr.record.group is not None]
         groups = set(grouped)
-        slots = self._existing_slots(source, keys, groups)
         name = source.name
+        fresh = self._maybe_stored(name)
+        if fresh is None:
+            slots = self._existing_slots(source, keys, groups)
+        else:
+            slots = self._existing_slots(source, fresh.maybe(keys), fresh.maybe(groups))
+            # Before the writes: should they fail, the filter only says "maybe" too often.
+            fresh.add(keys)
+            fresh.add(groups)
         pv, host = self.price_version_id, self.host_id
         if not slots and len(keys) == len(records) and len(groups) == len(grouped):
             # Nothing stored shares a key or group with these records, nor do two of them
@@ -560,8 +574,33 @@ class Ledger:
         dims = self._dims(source.name, rec)
         return dims if dims != slot.dims or pr.cost_kind != slot.kind else None
 
+    def _maybe_stored(self, source: str) -> KeyFilter | None:
+        """Inside a bulk transaction, a filter of every key and group of ``source`` stored.
+
+        A source that had no events when first asked about gets one: from then on, every
+        event of it is one this ledger wrote, and each batch adds its keys and groups before
+        it writes. Another process committing in between (between two flushes) voids them
+        all. ``None``: look every key up.
+        """
+        if self._fresh is None:
+            return None
+        version = self._other_commits()
+        if version != self._data_version:
+            self._fresh = dict.fromkeys(self._fresh)
+            self._data_version = version
+        if source not in self._fresh:
+            (held,) = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE source = ?)", (source,)
+            ).fetchone()
+            self._fresh[source] = None if held else KeyFilter()
+        return self._fresh[source]
+
+    def _other_commits(self) -> int:
+        """A number that changes whenever another connection commits to the file."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def _existing_slots(
-        self, source: Source, distinct_keys: set[str], distinct_groups: set[str]
+        self, source: Source, distinct_keys: Collection[str], distinct_groups: Collection[str]
     ) -> list[_Slot]:
         """The stored events with one of these keys, or in one of these groups."""
         keys, groups = list(distinct_keys), list(distinct_groups)
