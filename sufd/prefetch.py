@@ -9,20 +9,24 @@ itself, so the outcome is identical with or without workers. Results come back a
 tuples: pickling dataclasses per record cost more than the parse saved.
 
 Each worker is given its whole share of the files at the start and streams the results back
-in that order; the pipe's buffer is the only look-ahead, so memory stays bounded and no
-message goes to a worker per file. (Handing out a few files at a time left the workers idle
-half the time on two cores: every hand-off waited for the writer, and the writer for them.)
+in that order, so no message goes to a worker per file. (Handing out a few files at a time
+left the workers idle half the time on two cores: every hand-off waited for the writer, and
+the writer for them.) While the writer waits for one worker's next result it reads what the
+others have sent, up to ``AHEAD_BYTES`` each: a worker whose pipe is full stops, and with
+the writer waiting too, a core would stand idle. That bound keeps memory bounded.
 
 The daemon does not use this: it keeps to one core, and its catch-ups are usually small.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
 import marshal
 import multiprocessing
+import multiprocessing.connection
 import operator
 import os
 import threading
@@ -36,12 +40,15 @@ if TYPE_CHECKING:
     from sufd.settings import Settings
     from sufd.sources import Source
 
-__all__ = ["MAX_PREFETCH_BYTES", "MIN_PREFETCH_BYTES", "Planned", "Prefetcher"]
+__all__ = ["AHEAD_BYTES", "MAX_PREFETCH_BYTES", "MIN_PREFETCH_BYTES", "Planned", "Prefetcher"]
 
 # Smaller reads are not worth a round trip to a worker; larger ones are parsed by the
 # writer itself, streaming, so memory stays bounded whatever the file size.
 MIN_PREFETCH_BYTES = 32 * 1024
 MAX_PREFETCH_BYTES = 48 * 1024 * 1024
+# Results the writer holds per worker, read but not yet asked for (encoded: about 1/50 of
+# the bytes parsed).
+AHEAD_BYTES = 4 * 1024 * 1024
 
 _Chunks = list[tuple[int, dict[str, Any], list[tuple[tuple[Any, ...], float, int]], list[Any]]]
 _Wire = tuple[int, int, _Chunks]  # size and mtime the worker saw, then the chunks
@@ -91,6 +98,7 @@ class Prefetcher:
         self._workers = {
             k: _Worker(ctx, settings, prices, share) for k, share in enumerate(shares) if share
         }
+        self._results = [w.results for w in self._workers.values()]
         self.hits = 0
 
     def take(
@@ -105,7 +113,7 @@ class Prefetcher:
         if owner is None:
             return None
         k, index, task = owner
-        wire = self._workers[k].result(index)
+        wire = _wait_for(self._workers[k].results, index, self._results)
         if (task.start, task.state, task.dev, task.ino) != (start, state, st.st_dev, st.st_ino):
             return None
         if wire is None or wire[:2] != (st.st_size, st.st_mtime_ns):
@@ -128,45 +136,92 @@ class _Worker:
     ) -> None:
         # Only the worker writes, but a socket pair buffers about 200 KiB here against a
         # pipe's 64 KiB: the worker runs that much further ahead before it waits.
-        self.conn, child = ctx.Pipe(duplex=True)
+        conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
             target=_serve, args=(child, settings, prices, share), name="sufd-parse", daemon=True
         )
         self.proc.start()
         child.close()
-        self._last = -1  # index of the last result read
-        self._ahead: tuple[int, _Wire | None] | None = None  # read, but for a later file
-
-    def result(self, index: int) -> _Wire | None:
-        """The result for the file at ``index`` of the plan (results come in plan order;
-        those of files the writer did not ask for are dropped on the way)."""
-        if self._ahead is not None:
-            if self._ahead[0] == index:
-                wire, self._ahead = self._ahead[1], None
-                return wire
-            if self._ahead[0] > index:
-                return None
-            self._ahead = None
-        while self._last < index:
-            try:
-                got, wire = marshal.loads(self.conn.recv_bytes())
-            except (EOFError, OSError, ValueError):
-                self._last = 1 << 62  # the worker is gone: the writer parses the rest itself
-                return None
-            self._last = got
-            if got == index:
-                return wire  # type: ignore[no-any-return]
-            if got > index:
-                self._ahead = (got, wire)
-        return None
+        self.results = _Results(conn)
 
     def close(self) -> None:
         # Closing our end also unblocks a worker stuck sending a result nobody will read.
-        self.conn.close()
+        self.results.conn.close()
         self.proc.join(timeout=1)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+
+
+class _Results:
+    """The writer's end of one worker's pipe: results in plan order, some read ahead."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._last = -1  # index of the last result decoded
+        self._ahead: tuple[int, _Wire | None] | None = None  # decoded, but for a later file
+        self._queue: collections.deque[bytes] = collections.deque()  # received, not decoded
+        self._queued = 0  # bytes in the queue
+        self._gone = False  # the worker's end is closed: nothing more will come
+
+    def result(self, index: int) -> tuple[bool, _Wire | None]:
+        """``(True, result)`` for the file at ``index`` of the plan if it is here, or will
+        never come (``None``); ``(False, None)``: not received yet. Results come in plan
+        order; those of files the writer did not ask for are dropped on the way."""
+        if self._ahead is not None:
+            if self._ahead[0] == index:
+                wire, self._ahead = self._ahead[1], None
+                return True, wire
+            if self._ahead[0] > index:
+                return True, None
+            self._ahead = None
+        while self._last < index:
+            if not self._queue:
+                return self._gone, None
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            try:
+                got, wire = marshal.loads(data)
+            except (EOFError, ValueError, TypeError):  # garbled: trust nothing after it
+                self._gone, self._last = True, 1 << 62
+                self._queue.clear()
+                return True, None
+            self._last = got
+            if got == index:
+                return True, wire
+            if got > index:
+                self._ahead = (got, wire)
+                return True, None
+        return True, None
+
+    def wants_more(self) -> bool:
+        """Whether to read ahead from this worker while waiting for another."""
+        return not self._gone and self._queued < AHEAD_BYTES
+
+    def receive(self) -> None:
+        """Read one result (the pipe is ready: it does not block)."""
+        try:
+            data = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._gone = True  # the worker is gone: the writer parses the rest itself
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+
+
+def _wait_for(results: _Results, index: int, every: Sequence[_Results]) -> _Wire | None:
+    """The result for the file at ``index`` of the plan, from ``results`` (``None``: the
+    worker could not parse it, or has gone; the writer parses it itself). While it waits,
+    it reads ahead from the others of ``every``."""
+    while True:
+        found, wire = results.result(index)
+        if found:
+            return wire
+        waiting = [results, *(r for r in every if r is not results and r.wants_more())]
+        ready = multiprocessing.connection.wait([r.conn for r in waiting])
+        for r in waiting:
+            if r.conn in ready:
+                r.receive()
 
 
 def _serve(

@@ -10,17 +10,19 @@ worker parsed it must be parsed again by the writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import marshal
 import multiprocessing
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES
-from sufd.prefetch import Planned, Prefetcher, _Worker
+from sufd.prefetch import AHEAD_BYTES, Planned, Prefetcher, _Results, _wait_for
 from sufd.prices import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
@@ -74,7 +76,7 @@ def test_a_file_written_after_the_worker_read_it_is_not_taken(
     prefetch = Prefetcher(settings, PriceTable.bundled(), 1, [_planned(p, root) for p in paths])
     try:
         (worker,) = prefetch._workers.values()
-        assert worker.conn.poll(30)  # the worker has parsed the first file (and is sending it)
+        assert worker.results.conn.poll(30)  # it has parsed the first file (and is sending it)
         time.sleep(0.2)
         with written.open("ab") as f:
             f.write(b'{"type":"user"}\n')
@@ -94,14 +96,74 @@ def test_a_file_written_after_the_worker_read_it_is_not_taken(
 def test_results_come_in_plan_order_skipped_ones_are_dropped_and_a_dead_worker_ends() -> None:
     """The writer's end of one worker's pipe, with the test writing what a worker would."""
     reader, writer = multiprocessing.Pipe(duplex=False)
-    worker = _Worker.__new__(_Worker)
-    worker.conn, worker._last, worker._ahead = reader, -1, None
+    results = _Results(reader)
+    every = [results]
     for index in (0, 2, 3, 7):
         writer.send_bytes(marshal.dumps((index, (index, 0, []))))
-    assert worker.result(2) == (2, 0, [])  # 0 was not asked for (the file was unchanged)
-    assert worker.result(5) is None  # never sent (not worth it); 7 is kept for later
-    assert worker.result(7) == (7, 0, [])
-    assert worker.result(3) is None  # already passed: the writer parses it itself
+    assert _wait_for(results, 2, every) == (2, 0, [])  # 0 was not asked for (unchanged file)
+    assert _wait_for(results, 5, every) is None  # never sent (not worth it); 7 is kept for later
+    assert _wait_for(results, 7, every) == (7, 0, [])
+    assert _wait_for(results, 3, every) is None  # already passed: the writer parses it itself
     writer.close()  # the worker ended (or died) before sending 9
-    assert worker.result(9) is None
-    assert worker.result(11) is None  # and stays so, without waiting
+    assert _wait_for(results, 9, every) is None
+    assert _wait_for(results, 11, every) is None  # and stays so, without waiting
+
+
+def test_garbage_from_a_worker_ends_its_results() -> None:
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    results = _Results(reader)
+    writer.send_bytes(marshal.dumps((0, (0, 0, []))))
+    writer.send_bytes(b"not marshal data")
+    writer.send_bytes(marshal.dumps((2, (2, 0, []))))
+    assert _wait_for(results, 0, [results]) == (0, 0, [])
+    assert _wait_for(results, 1, [results]) is None
+    assert _wait_for(results, 2, [results]) is None  # nothing after garbage is trusted
+
+
+def test_waiting_for_one_worker_reads_ahead_from_the_other_up_to_the_bound() -> None:
+    """A worker whose pipe is full stops parsing. While the writer waits for a slow worker,
+    it reads what a fast one has sent, so that one goes on, but holds at most AHEAD_BYTES
+    of it (plus the result that crossed the bound)."""
+    slow_reader, slow_writer = multiprocessing.Pipe(duplex=False)
+    fast_reader, fast_writer = multiprocessing.Pipe(duplex=False)
+    slow, fast = _Results(slow_reader), _Results(fast_reader)
+    payload = b"x" * 100_000
+    count = 3 * AHEAD_BYTES // len(payload)  # far more than a pipe holds
+    sent = []
+
+    def fast_worker() -> None:
+        with contextlib.suppress(OSError):  # the test closed the reading end
+            for index in range(1, 2 * count, 2):
+                fast_writer.send_bytes(marshal.dumps((index, (0, 0, [(0, {}, [], [payload])]))))
+                sent.append(index)
+
+    def slow_worker() -> None:
+        # Sends once the fast one cannot send any more (or has sent all it could).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            before = len(sent)
+            time.sleep(0.5)
+            if len(sent) == before:
+                break
+        slow_writer.send_bytes(marshal.dumps((0, (0, 0, []))))
+
+    threads = [
+        threading.Thread(target=fast_worker, daemon=True),
+        threading.Thread(target=slow_worker, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        assert _wait_for(slow, 0, [slow, fast]) == (0, 0, [])
+        read_ahead = fast._queued
+        sent_so_far = len(sent)
+        one = len(marshal.dumps((1, (0, 0, [(0, {}, [], [payload])]))))
+        assert AHEAD_BYTES <= read_ahead < AHEAD_BYTES + one
+        # What was read ahead is not lost: every result comes in order.
+        for index in range(1, 2 * count, 2):
+            assert _wait_for(fast, index, [slow, fast]) == (0, 0, [(0, {}, [], [payload])]), index
+    finally:
+        fast_reader.close()  # a fast worker still sending gets an error instead of waiting
+        for t in threads:
+            t.join(timeout=30)
+    assert sent_so_far >= AHEAD_BYTES // one  # the fast worker went on while the writer waited
