@@ -6,14 +6,17 @@ ccusage 20.0.24 and by hand), not from sufd's own output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sufd.sources.claude import _has_null_field
+from sufd.sources.base import FileContext
+from sufd.sources.claude import ClaudeCode, _has_null_field
 from tests.conftest import SufdEnv, shared_fixture
 from tests.real_fixtures import daily, place_claude, place_codex
 
@@ -119,3 +122,66 @@ _NULL_PIECES = st.sampled_from(
 @given(st.lists(_NULL_PIECES, max_size=12).map(b"".join))
 def test_null_field_check_matches_ccusage_rule(line: bytes) -> None:
     assert _has_null_field(line) == bool(_NULL_RULE.search(line))
+
+
+@pytest.mark.parametrize(
+    ("sidechain", "speed", "flags"),
+    [(True, "fast", (True, True, True)), (False, "standard", (False, True, False)),
+     (True, None, (True, False, False))],
+)  # fmt: skip
+def test_every_field_of_a_usage_line_lands_in_its_place(
+    tmp_path: Path, sidechain: bool, speed: str | None, flags: tuple[bool, bool, bool]
+) -> None:
+    """A line whose values all differ, read field by field (the record is built positionally
+    for speed; a swap of two fields of one type would pass many totals unnoticed). The flag
+    combinations tell each boolean field from the others."""
+    usage: dict[str, object] = {
+        "input_tokens": 11,
+        "output_tokens": 22,
+        "cache_creation_input_tokens": 33,
+        "cache_read_input_tokens": 44,
+        "cache_creation": {"ephemeral_5m_input_tokens": 13, "ephemeral_1h_input_tokens": 20},
+    }
+    if speed is not None:
+        usage["speed"] = speed
+    line = {
+        "parentUuid": None,
+        "isSidechain": sidechain,
+        "cwd": "/work/proj",
+        "sessionId": "sess-1",
+        "version": "2.1.3",
+        "message": {"id": "msg_A", "model": "claude-opus-4-6", "usage": usage},
+        "requestId": "req_B",
+        "costUSD": 0.5,
+        "timestamp": "2026-03-04T05:06:07.089Z",
+    }
+    path = tmp_path / "proj" / "sess-1.jsonl"
+    ctx = FileContext(path, tmp_path, {})
+    rec = ClaudeCode().parse_line(json.dumps(line, separators=(",", ":")).encode(), 777, ctx)
+    assert rec is not None
+    want_sidechain, want_has_speed, want_fast = flags
+    assert dataclasses.asdict(rec) == {
+        "key": "msg_A:req_B",
+        "ts_ms": 1772600767089,  # date -ud 2026-03-04T05:06:07.089Z +%s%3N
+        "session": "sess-1",
+        "project": "/work/proj",
+        "model": "claude-opus-4-6-fast" if want_fast else "claude-opus-4-6",
+        "price_model": "claude-opus-4-6",
+        "pricing": "anthropic",
+        "input": 11,
+        "output": 22,
+        "cache_write_5m": 13,
+        "cache_write_1h": 20,
+        "cache_read": 44,
+        "reasoning": 0,
+        "total": 11 + 22 + 13 + 20 + 44,
+        "stored_cost": 0.5,
+        "fast": want_fast,
+        "fallback_model": False,
+        "offset": 777,
+        "group": "msg_A",
+        "sidechain": want_sidechain,
+        "has_speed": want_has_speed,
+        "extra_output": 0,
+        "estimated": False,
+    }
