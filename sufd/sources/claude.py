@@ -142,6 +142,44 @@ def _opt_str(value: Any, name: str) -> str | None:
     return value
 
 
+def _check_version(version: object) -> None:
+    if not (isinstance(version, str) and _SEMVER_PREFIX.match(version)):
+        raise Malformed("version is not N.N.N")
+    if len(_VERSIONS_SEEN) < 1000:
+        _VERSIONS_SEEN.add(version)
+
+
+def _tokens(usage: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """Input, output, 5-minute and 1-hour cache writes, and cache reads of a usage object."""
+    get = usage.get
+    inp = get("input_tokens")
+    out = get("output_tokens")
+    cache_create = get("cache_creation_input_tokens", 0)
+    cache_read = get("cache_read_input_tokens", 0)
+    if not (
+        type(inp) is int
+        and type(out) is int
+        and type(cache_create) is int
+        and type(cache_read) is int
+        and 0 <= inp <= _MAX_TOKENS
+        and 0 <= out <= _MAX_TOKENS
+        and 0 <= cache_create <= _MAX_TOKENS
+        and 0 <= cache_read <= _MAX_TOKENS
+    ):
+        inp = _uint(inp, "input_tokens", required=True)
+        out = _uint(out, "output_tokens", required=True)
+        cache_create = _uint(cache_create, "cache_creation_input_tokens")
+        cache_read = _uint(cache_read, "cache_read_input_tokens")
+    breakdown = get("cache_creation")
+    if breakdown is None:
+        return inp, out, cache_create, 0, cache_read
+    if not isinstance(breakdown, dict):
+        raise Malformed("usage.cache_creation is not an object")
+    cw5m = _uint(breakdown.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    cw1h = _uint(breakdown.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    return inp, out, cw5m, cw1h, cache_read
+
+
 def _record(
     obj: dict[str, Any],
     fields: dict[str, Any],
@@ -161,10 +199,7 @@ def _record(
     if ts is None:
         raise Malformed("timestamp missing or not in ccusage's accepted shape")
     if version is not None and (type(version) is not str or version not in _VERSIONS_SEEN):
-        if not (isinstance(version, str) and _SEMVER_PREFIX.match(version)):
-            raise Malformed("version is not N.N.N")
-        if len(_VERSIONS_SEEN) < 1000:
-            _VERSIONS_SEEN.add(version)
+        _check_version(version)
     session = obj.get("sessionId")
     if type(session) is not str or not session:
         session = _opt_str(session, "sessionId")
@@ -189,33 +224,7 @@ def _record(
     if speed is not None and speed != "standard" and speed != "fast":
         raise Malformed("usage.speed is neither standard nor fast")
 
-    get = usage.get
-    inp = get("input_tokens")
-    out = get("output_tokens")
-    cache_create = get("cache_creation_input_tokens", 0)
-    cache_read = get("cache_read_input_tokens", 0)
-    if not (
-        type(inp) is int
-        and type(out) is int
-        and type(cache_create) is int
-        and type(cache_read) is int
-        and 0 <= inp <= _MAX_TOKENS
-        and 0 <= out <= _MAX_TOKENS
-        and 0 <= cache_create <= _MAX_TOKENS
-        and 0 <= cache_read <= _MAX_TOKENS
-    ):
-        inp = _uint(inp, "input_tokens", required=True)
-        out = _uint(out, "output_tokens", required=True)
-        cache_create = _uint(cache_create, "cache_creation_input_tokens")
-        cache_read = _uint(cache_read, "cache_read_input_tokens")
-    cw5m, cw1h = cache_create, 0
-    breakdown = get("cache_creation")
-    if isinstance(breakdown, dict):
-        cw5m = _uint(breakdown.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
-        cw1h = _uint(breakdown.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
-    elif breakdown is not None:
-        raise Malformed("usage.cache_creation is not an object")
-
+    inp, out, cw5m, cw1h, cache_read = _tokens(usage)
     fast = speed == "fast"
     reported = None if model is None or model == "<synthetic>" else model
     if reported is not None and fast and not reported.endswith("-fast"):
