@@ -46,6 +46,11 @@ COST_COMPUTED, COST_STORED, COST_UNPRICED, COST_ESTIMATED = 0, 1, 2, 3
 BUCKET_MS = 15 * 60 * 1000
 K = TypeVar("K")
 _IN_CHUNK = 500
+# Inside a bulk transaction the WAL is folded into the file once it holds this many pages
+# (40 MiB) instead of SQLite's 1,000: each flush of a first catch-up writes a few thousand
+# pages, so the default checkpointed (and synced) after every one, copying index pages that
+# the next flush rewrites anyway.
+BULK_CHECKPOINT_PAGES = 10_000
 # Neutral for min()/max(): a session touched only by a removal keeps its stored span.
 _NO_SPAN = (2**62, -(2**62))
 
@@ -357,12 +362,15 @@ class Ledger:
         all-or-nothing guarantee per file is unchanged; a crash loses at most what was not
         yet flushed, and that is read again from the unmoved cursors.
         """
+        (pages,) = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
         self.conn.execute("BEGIN IMMEDIATE")
         self._mark_new()
         bulk = self._bulk = Bulk(self.conn, self._mark_new, self._aggregate_new)
         self._fresh, self._data_version = {}, self._other_commits()
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {max(pages, BULK_CHECKPOINT_PAGES)}")
         try:
             yield bulk
+            bulk._commit()
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
@@ -370,7 +378,7 @@ class Ledger:
             raise
         finally:
             self._bulk = self._fresh = None
-        bulk._commit()
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once what was just written is durable: now, or when the open bulk
