@@ -48,7 +48,7 @@ MIN_PREFETCH_BYTES = 32 * 1024
 MAX_PREFETCH_BYTES = 48 * 1024 * 1024
 # Results the writer holds per worker, read but not yet asked for (encoded: about 1/50 of
 # the bytes parsed).
-AHEAD_BYTES = 4 * 1024 * 1024
+AHEAD_BYTES = 1024 * 1024
 
 _Chunks = list[tuple[int, dict[str, Any], list[tuple[tuple[Any, ...], float, int]], list[Any]]]
 _Wire = tuple[int, int, _Chunks]  # size and mtime the worker saw, then the chunks
