@@ -13,7 +13,7 @@ in that order, so no message goes to a worker per file. (Handing out a few files
 left the workers idle half the time on two cores: every hand-off waited for the writer, and
 the writer for them.) While the writer waits for one worker's next result it reads what the
 others have sent, up to ``AHEAD_BYTES`` each: a worker whose pipe is full stops, and with
-the writer waiting too, a core would stand idle. That bound keeps memory bounded.
+the writer waiting too, a core would stand idle. The bound keeps the writer's memory small.
 
 The daemon does not use this: it keeps to one core, and its catch-ups are usually small.
 """
@@ -199,7 +199,7 @@ class _Results:
         return not self._gone and self._queued < AHEAD_BYTES
 
     def receive(self) -> None:
-        """Read one result (the pipe is ready: it does not block)."""
+        """Read one result (the pipe is ready, and a worker sends whole results)."""
         try:
             data = self.conn.recv_bytes()
         except (EOFError, OSError):

@@ -378,7 +378,8 @@ class Ledger:
             raise
         finally:
             self._bulk = self._fresh = None
-            self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+            with contextlib.suppress(sqlite3.Error):  # a dead connection has nothing to restore
+                self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once what was just written is durable: now, or when the open bulk
