@@ -466,7 +466,7 @@ class Ingestor:
         """Workers for the line files of this pass, if there are enough bytes to parse."""
         if self.workers <= 1:
             return None
-        from sufd.prefetch import MIN_PREFETCH_BYTES, Planned, Prefetcher
+        from sufd.prefetch import MIN_PREFETCH_BYTES, Planned, Prefetcher, WorkersUnavailable
 
         plan: list[Planned] = []
         for source, root, path in found:
@@ -480,7 +480,11 @@ class Ingestor:
         worth = sum(max(0, p.size - p.start - MIN_PREFETCH_BYTES) for p in plan)
         if worth < PREFETCH_MIN_TOTAL_BYTES:
             return None
-        return Prefetcher(self.settings, self.prices, self.workers, plan)
+        try:
+            return Prefetcher(self.settings, self.prices, self.workers, plan)
+        except WorkersUnavailable as exc:
+            log.warning("ingest.workers_unavailable", error=str(exc))
+            return None
 
     def _unchanged(self, source: Source, key: str, st: os.stat_result | None) -> bool:
         """The reconcile sweep's fast path: same identity, size and mtime as the cursor."""

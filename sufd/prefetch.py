@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     from sufd.settings import Settings
     from sufd.sources import Source
 
-__all__ = ["AHEAD_BYTES", "MAX_PREFETCH_BYTES", "MIN_PREFETCH_BYTES", "Planned", "Prefetcher"]
+__all__ = [
+    "AHEAD_BYTES",
+    "MAX_PREFETCH_BYTES",
+    "MIN_PREFETCH_BYTES",
+    "Planned",
+    "Prefetcher",
+    "WorkersUnavailable",
+]
 
 # Smaller reads are not worth a round trip to a worker; larger ones are parsed by the
 # writer itself, streaming, so memory stays bounded whatever the file size.
@@ -54,6 +61,10 @@ _Chunks = list[tuple[int, dict[str, Any], list[tuple[tuple[Any, ...], float, int
 _Wire = tuple[int, int, _Chunks]  # size and mtime the worker saw, then the chunks
 
 _worker: dict[str, Any] = {}
+
+
+class WorkersUnavailable(RuntimeError):
+    """No parse workers could be started; the writer parses every file itself."""
 
 
 class Planned(NamedTuple):
@@ -91,13 +102,20 @@ class Prefetcher:
             load[k] += task.size - task.start
             shares[k].append((index, task))
             self._owner[str(task.path)] = (k, index, task)
-        # fork is cheap and inherits the loaded code, but forking a threaded process is
-        # unsafe; forkserver starts clean.
-        method = "fork" if threading.active_count() == 1 else "forkserver"
-        ctx = multiprocessing.get_context(method)
-        self._workers = {
-            k: _Worker(ctx, settings, prices, share) for k, share in enumerate(shares) if share
-        }
+        # fork is cheap and inherits the loaded code, but forking a process with other
+        # threads is unsafe (a lock one of them holds stays held in the child), and a clean
+        # start would have to pickle the settings and the price table for each worker.
+        if threading.active_count() != 1:
+            raise WorkersUnavailable("other threads are running in this process")
+        ctx = multiprocessing.get_context("fork")
+        self._workers: dict[int, _Worker] = {}
+        try:
+            for k, share in enumerate(shares):
+                if share:
+                    self._workers[k] = _Worker(ctx, settings, prices, share)
+        except OSError as exc:  # e.g. the process limit: no workers, not a failed ingest
+            self.close()
+            raise WorkersUnavailable(str(exc) or type(exc).__name__) from exc
         self._results = [w.results for w in self._workers.values()]
         self.hits = 0
 

@@ -18,16 +18,20 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES
-from sufd.prefetch import AHEAD_BYTES, Planned, Prefetcher, _Results, _wait_for
+from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES, Ingestor, IngestStats
+from sufd.prefetch import AHEAD_BYTES, Planned, Prefetcher, _Results, _wait_for, _Worker
 from sufd.prices import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
+from sufd.store import open_store
+from sufd.store.ledger import Ledger
 from tests.chaos.ledger_compare import compare_ledgers
-from tests.conftest import make_env
+from tests.conftest import SufdEnv, make_env
 from tests.corpus import generate_to_size
 
 
@@ -167,3 +171,59 @@ def test_waiting_for_one_worker_reads_ahead_from_the_other_up_to_the_bound() -> 
         for t in threads:
             t.join(timeout=30)
     assert sent_so_far >= AHEAD_BYTES // one  # the fast worker went on while the writer waited
+
+
+def _ingest_in_process(env: SufdEnv, workers: int) -> IngestStats:
+    settings = load(None)
+    conn = open_store(settings.paths.db)
+    try:
+        prices = PriceTable.bundled()
+        ledger = Ledger(conn, price_version=prices.version)
+        return Ingestor(settings, ledger, prices, workers=workers).ingest_all()
+    finally:
+        conn.close()
+
+
+def test_no_workers_while_other_threads_run(isolated: SufdEnv) -> None:
+    """Forking a process with other threads is unsafe: the writer parses everything itself,
+    and says so. (This used to try a clean start, which failed to pickle the settings.)"""
+    generate_to_size(isolated.home, PREFETCH_MIN_TOTAL_BYTES + 4_000_000, seed=5)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        with capture_logs() as logs:
+            stats = _ingest_in_process(isolated, workers=2)
+    finally:
+        release.set()
+        other.join()
+    assert stats.prefetched == 0 and stats.inserted > 0 and not stats.errors
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "ingest.workers_unavailable"
+    ]
+
+
+def test_a_worker_that_cannot_start_leaves_the_parse_to_the_writer(
+    isolated: SufdEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second worker's fork fails (say, at the process limit): the first is stopped,
+    and the pass completes in the writer with the same events as with no workers."""
+    generate_to_size(isolated.home, PREFETCH_MIN_TOTAL_BYTES + 4_000_000, seed=5)
+    started: list[_Worker] = []
+    real_init = _Worker.__init__
+
+    def failing_init(self: _Worker, *args: Any) -> None:
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_init(self, *args)
+        started.append(self)
+
+    monkeypatch.setattr(_Worker, "__init__", failing_init)
+    with capture_logs() as logs:
+        stats = _ingest_in_process(isolated, workers=2)
+    assert started and not started[0].proc.is_alive()
+    assert stats.prefetched == 0 and not stats.errors
+    assert any(e["event"] == "ingest.workers_unavailable" for e in logs)
+    monkeypatch.setattr(_Worker, "__init__", real_init)
+    monkeypatch.setenv("XDG_DATA_HOME", str(isolated.home.parent / "fresh-data"))
+    assert _ingest_in_process(isolated, workers=1).inserted == stats.inserted
