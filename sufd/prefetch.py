@@ -306,7 +306,7 @@ def _parse_file(
                 (
                     c.end,
                     c.state,
-                    [(_fields(pr.record), pr.cost, pr.cost_kind) for pr in c.records],
+                    [(_GET_FIELDS(pr.record), pr.cost, pr.cost_kind) for pr in c.records],
                     c.malformed,
                 )
                 for c in chunks
@@ -317,10 +317,6 @@ def _parse_file(
             return fst.st_size, fst.st_mtime_ns, wire
     except Exception:  # the writer parses the file itself and records what is wrong
         return None
-
-
-def _fields(rec: Any) -> tuple[Any, ...]:
-    return _GET_FIELDS(rec)
 
 
 def _from_wire(wire: _Chunks) -> list[Chunk]:
