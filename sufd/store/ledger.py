@@ -473,10 +473,10 @@ class Ledger:
                 [
                     (name, *_row(pr.record, pr.cost, pr.cost_kind, dims(name, pr.record), file_id),
                      pv, host)
-                    for pr in batch.records
+                    for pr in records
                 ]
             )  # fmt: skip
-            return list(batch.records), []
+            return list(records), []
         new_slots = self._resolve(source, batch, slots)
         delta = _Delta()
         inserts = [(name, *_slot_row(s), pv, host) for s in new_slots]
@@ -638,7 +638,11 @@ class Ledger:
 
     def _mark_new(self) -> None:
         """At the start of a write transaction: every event from here on is new in it."""
-        self._mark = self.conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()[0]
+        self._mark = self._top_id()
+
+    def _top_id(self) -> int:
+        """The id of the newest event (0 for none)."""
+        return int(self.conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()[0])
 
     def _aggregate_new(self) -> None:
         """Add the events inserted since :meth:`_mark_new` to the aggregates, in SQL.
@@ -649,8 +653,7 @@ class Ledger:
         ``NOT INDEXED`` keeps each to the new rows: to group by session, SQLite would
         otherwise walk the whole ``events_session`` index, every commit.
         """
-        conn, mark = self.conn, self._mark
-        (top,) = conn.execute("SELECT coalesce(MAX(id), 0) FROM events").fetchone()
+        conn, mark, top = self.conn, self._mark, self._top_id()
         if top <= mark:
             return
         conn.execute("DELETE FROM temp.new_time")
