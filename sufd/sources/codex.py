@@ -153,8 +153,8 @@ def _token_count(
     if model == "codex-auto-review":
         model = next((m for day, m in _AUTO_REVIEW if stamp[:10] >= day), model)
     cached = min(raw["cached"], raw["input"])
-    total_tokens = raw["total"] or raw["input"] + raw["output"] + raw["reasoning"]
     inp, out, reasoning = raw["input"], raw["output"], raw["reasoning"]
+    total_tokens = raw["total"] or inp + out + reasoning
     key = f"{stamp}|{model}|{inp}|{cached}|{out}|{reasoning}|{total_tokens}"
     return Record(
         key=key,
@@ -164,10 +164,10 @@ def _token_count(
         model=model,
         price_model=model,
         pricing="openai",
-        input=raw["input"] - cached,
-        output=raw["output"],
+        input=inp - cached,
+        output=out,
         cache_read=cached,
-        reasoning=raw["reasoning"],
+        reasoning=reasoning,
         total=total_tokens,
         fallback_model=fallback,
         offset=offset,
