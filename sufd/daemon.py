@@ -217,6 +217,8 @@ class Daemon(StoreKeeper):
             if self._read_conn is not None:
                 self._read_conn.close()
                 self._read_conn = None
+            if self._write_conn is None and not self._checking:
+                self._unpin_all()
             self._writer.shutdown(wait=False, cancel_futures=True)
         finally:
             self._lock.release()
@@ -287,7 +289,7 @@ class Daemon(StoreKeeper):
 
     def _open_writer(self) -> None:
         self._write_conn = open_store(self.settings.paths.db)
-        self.store.opened = health.identity(self.settings.paths.db)
+        self._pin_ledger()
         self._new_ingestor(self._write_conn)
 
     def _new_ingestor(self, conn: sqlite3.Connection) -> None:

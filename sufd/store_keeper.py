@@ -59,6 +59,8 @@ class StoreKeeper:
     _checking: bool
     _replacing: bool
     _next_check: float
+    _pins: dict[tuple[int, int], health.Pin]
+    _pin: health.Pin | None
 
     if TYPE_CHECKING:  # provided by the Daemon
 
@@ -80,6 +82,8 @@ class StoreKeeper:
         self._checking = False
         self._replacing = False
         self._next_check = time.monotonic()
+        self._pins = {}
+        self._pin = None
 
     def _drop_writer(self) -> None:
         """(writer thread) Close the write connection and forget everything cached on it."""
@@ -87,6 +91,37 @@ class StoreKeeper:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+    def _pin_ledger(self) -> None:
+        """(writer thread, right after the write connection opened) Hold a descriptor on the
+        ledger file for the heartbeat's checks: see :class:`sufd.store.health.Pin`."""
+        db = self.settings.paths.db
+        try:
+            current = health.identity(db)
+        except OSError:
+            current = None
+        pin = self._pins.get(current) if current is not None else None
+        if pin is None:
+            # Opening is safe; only closing a descriptor of the file drops SQLite's locks.
+            pin = health.Pin(db)
+            self._pins.setdefault(pin.identity, pin)
+        self.store.opened = pin.identity
+        self._pin = pin
+
+    def _unpin_stale(self) -> None:
+        """Close the descriptors of ledger files no connection of this process has open any
+        more: not the current file, and none while the integrity check may still read one."""
+        if self._checking:
+            return  # _checked calls this again
+        for identity in [i for i in self._pins if i != self.store.opened]:
+            self._pins.pop(identity).close()
+
+    def _unpin_all(self) -> None:
+        """(shutdown, after every connection closed) Close every ledger descriptor."""
+        for pin in self._pins.values():
+            pin.close()
+        self._pins.clear()
+        self._pin = None
 
     def _open_ledger(self, found: str) -> tuple[health.Fault, Path] | None:
         """(writer thread) Open the ledger; a corrupt one is moved aside and a fresh one made.
@@ -209,6 +244,7 @@ class StoreKeeper:
             self._back_off(again)
             return
         self._store_fault = None  # whatever else was found concerned the old file
+        self._unpin_stale()  # the old file's connections are all closed now
         self._rebuilt(fault, action, moved, found)
         self.request_full(KNOWN_SOURCES, reason="store rebuilt")
 
@@ -290,7 +326,7 @@ class StoreKeeper:
         if self._write_conn is None or self._store_fault is not None or self._replacing:
             return
         db = self.settings.paths.db
-        fault = health.file_problem(db, self.store.opened)
+        fault = health.file_problem(db, self._pin)
         if fault is not None:
             self._store_fault = (fault, "by the heartbeat")
             self._wake.set()
@@ -356,6 +392,8 @@ class StoreKeeper:
 
     def _checked(self, fault: health.Fault | None, opened: tuple[int, int] | None) -> None:
         self._checking = False
+        if not self._replacing:
+            self._unpin_stale()
         if fault is None:
             log.info("store.check_ok", db=str(self.settings.paths.db))
             return

@@ -53,6 +53,7 @@ __all__ = [
     "IO_ERROR",
     "LOCKED",
     "OTHER",
+    "Pin",
     "READ_ONLY",
     "REPLACED",
     "RETRY_MAX_S",
@@ -200,27 +201,66 @@ def identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def file_problem(db: Path, opened: tuple[int, int] | None) -> Fault | None:
+class Pin:
+    """A read-only descriptor held on the ledger file while this process has it open.
+
+    SQLite's locks are POSIX advisory locks: they belong to the process, and closing *any*
+    descriptor of the file releases all of them. A check that opened and closed the ledger
+    would silently drop the writer's locks; the next program to close its own connection
+    (``sqlite3``, a backup tool) then believes it is the last one, checkpoints the WAL and
+    deletes it under the daemon, whose commits go on into a deleted file. So the daemon reads
+    the file only through this descriptor and closes it only once no connection of the process
+    can still hold a lock on that file (see :class:`sufd.store_keeper.StoreKeeper`).
+    """
+
+    def __init__(self, db: Path) -> None:
+        """Open ``db`` read-only.
+
+        Raises:
+            OSError: it cannot be opened.
+        """
+        self.fd: int | None = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.identity: tuple[int, int] = (st.st_dev, st.st_ino)
+
+    def header(self) -> bytes:
+        """The first bytes of the file, where SQLite's magic string must be.
+
+        Raises:
+            OSError: the read failed (or the pin is closed).
+        """
+        if self.fd is None:
+            raise OSError(errno.EBADF, "the ledger pin is closed")
+        return os.pread(self.fd, len(SQLITE_MAGIC), 0)
+
+    def close(self) -> None:
+        """Close the descriptor; only once no connection of this process has the file open."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def file_problem(db: Path, pin: Pin | None) -> Fault | None:
     """The cheap check the daemon runs every heartbeat against the file it opened.
 
-    One ``stat`` and a 16-byte read: is the file still there, still the same inode, and
-    does it still start with SQLite's header?
+    One ``stat`` of the path and a 16-byte read through ``pin`` (never a new descriptor:
+    see :class:`Pin`): is the file still there, still the same inode, and does it still
+    start with SQLite's header?
     """
     try:
-        fd = os.open(db, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.stat(db)
     except FileNotFoundError:
         return Fault(DELETED, f"{db} was deleted while sufd had it open")
     except OSError as exc:
-        return Fault(IO_ERROR, f"cannot open {db}: {exc.strerror or exc}")
+        return Fault(IO_ERROR, f"cannot stat {db}: {exc.strerror or exc}")
+    if pin is None:
+        return None
+    if (st.st_dev, st.st_ino) != pin.identity:
+        return Fault(REPLACED, f"{db} was replaced by another file while sufd had it open")
     try:
-        st = os.fstat(fd)
-        if opened is not None and (st.st_dev, st.st_ino) != opened:
-            return Fault(REPLACED, f"{db} was replaced by another file while sufd had it open")
-        head = os.pread(fd, len(SQLITE_MAGIC), 0)
+        head = pin.header()
     except OSError as exc:
         return Fault(IO_ERROR, f"cannot read {db}: {exc.strerror or exc}")
-    finally:
-        os.close(fd)
     if head != SQLITE_MAGIC:
         what = "truncated" if len(head) < len(SQLITE_MAGIC) else "overwritten"
         return Fault(CORRUPT, f"file is not a database: the SQLite header was {what}")
