@@ -308,6 +308,41 @@ def _configure_logs(level: str) -> None:
 
 
 def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
+    """``sufd ingest``: the running daemon catches up (it is the ledger's one writer);
+    without one, this process writes the ledger itself."""
+    from sufd.catchup import DaemonAbsent, ask_daemon
+
+    tty = sys.stderr.isatty() and not quiet and not as_json
+    try:
+        result = ask_daemon(settings, _progress_line if tty else None)
+    except DaemonAbsent:
+        return _ingest_here(settings, quiet=quiet, as_json=as_json, workers=workers)
+    finally:
+        if tty:
+            sys.stderr.write("\n")
+    if as_json:
+        print(json.dumps(result.summary, indent=2))
+    elif not quiet:
+        print(f"{result.summary_line} (by the running daemon, pid {result.pid})")
+        for item in result.errors[:10]:
+            print(f"  could not read {item['path']}: {item['error']}", file=sys.stderr)
+        if result.paused:
+            print(
+                f"  not read, paused: {', '.join(result.paused)}"
+                " (sufctl resume-watcher to read them)",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+def _progress_line(files: int, total: int, bytes_read: int, events: int) -> None:
+    sys.stderr.write(
+        f"\ringest: {files}/{total} files, {bytes_read / 1e6:,.1f} MB read, {events:,} events"
+    )
+    sys.stderr.flush()
+
+
+def _ingest_here(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
     from sufd import logger
     from sufd.ingest import Ingestor, IngestStats
     from sufd.prices import PriceTable
@@ -324,12 +359,7 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> 
         tty = sys.stderr.isatty() and not quiet and not as_json
 
         def progress(stats: IngestStats, total: int) -> None:
-            mb = stats.bytes_read / 1e6
-            sys.stderr.write(
-                f"\ringest: {stats.files}/{total} files, {mb:,.1f} MB read,"
-                f" {stats.inserted:,} events"
-            )
-            sys.stderr.flush()
+            _progress_line(stats.files, total, stats.bytes_read, stats.inserted)
 
         # As in the parse workers (sufd.prefetch): the collector only slows a catch-up.
         gc.disable()

@@ -15,9 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sufd.errors import ConfigError, SufdError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sufd.settings import Settings
 
 __all__ = ["main"]
 
@@ -386,8 +391,8 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from sufd import settings as settings_mod
+    from sufd.freshness import freshness
     from sufd.report import ReportQuery, build_report, parse_day
-    from sufd.store import open_readonly
 
     settings = settings_mod.load(args.config)
     zone_name = args.timezone or settings_mod.local_zone(settings)
@@ -409,11 +414,13 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     query = ReportQuery(args.kind, zone, since, until, sources)
-    conn = open_readonly(settings.paths.db)
+    conn = _ledger_or_empty(settings)
     try:
         report = build_report(conn, query)
+        fresh = freshness(settings, conn if settings.paths.db.exists() else None)
     finally:
         conn.close()
+    report["freshness"] = fresh.as_dict()
     if args.json:
         # The C encoder is used only without indent; pretty-print for people, not pipes.
         indent = 2 if sys.stdout.isatty() else None
@@ -422,7 +429,34 @@ def _report(args: argparse.Namespace) -> int:
         from sufd.render import report_table
 
         print(report_table(report, args.kind, breakdown=args.breakdown))
+        note = fresh.note()
+        if note:
+            print(note)
     return EXIT_OK
+
+
+def _ledger_or_empty(settings: Settings) -> sqlite3.Connection:
+    """The ledger, read-only; an empty one while a running daemon has not created it yet.
+
+    Raises:
+        StoreError: there is no ledger and no daemon that will make one.
+    """
+    from sufd.errors import StoreError
+    from sufd.freshness import daemon_of
+    from sufd.store import open_readonly
+
+    try:
+        return open_readonly(settings.paths.db)
+    except StoreError:
+        if settings.paths.db.exists() or daemon_of(settings)[0] != "running":
+            raise
+    import sqlite3
+
+    from sufd.store.migrations import apply_migrations
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    apply_migrations(conn)
+    return conn
 
 
 if __name__ == "__main__":

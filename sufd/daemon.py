@@ -62,6 +62,8 @@ BUSY_RETRIES = 10  # about 30 s of retries in all
 # A change of the wall clock against the steady one larger than this is a jump (NTP slews
 # by far less per heartbeat).
 CLOCK_JUMP_S = 2.0
+# How often a full scan sends its progress to the ``sufd ingest`` clients it serves.
+PROGRESS_EVERY_S = 0.1
 # Linux: counts suspend. Elsewhere CLOCK_MONOTONIC (on macOS it counts sleep too).
 _STEADY_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
@@ -141,6 +143,13 @@ class Daemon(StoreKeeper):
         self._busy_retries: dict[Path, int] = {}
         self._publishing = threading.Lock()
         self._to_publish: list[tuple[str, list[PricedRecord], list[PricedRecord]]] = []
+        # ``sufd ingest`` clients waiting for the next full scan, and those it is serving.
+        self._catchup_waiting: list[asyncio.Queue[dict[str, Any] | None]] = []
+        self._catchup_serving: list[asyncio.Queue[dict[str, Any] | None]] = []
+        # Files done / total of the full scan in progress (None between scans), and whether a
+        # full scan has completed since start or since the ledger was rebuilt.
+        self.scan_progress: tuple[int, int] | None = None
+        self.caught_up = False
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class Daemon(StoreKeeper):
             await self._open_store_at_start()
             self.state = load_state(self.state_path)
             self._install_signals()
-            self._server = ControlServer(paths.socket, self._handlers(), {"tail": self._tail})
+            self._server = ControlServer(paths.socket, self._handlers(), self._streams())
             await self._server.start()
             self._start_watchers()
         except BaseException:
@@ -197,7 +206,7 @@ class Daemon(StoreKeeper):
         log.info("daemon.stopping")
         try:
             self._watch_stop.set()
-            for q in list(self._tails):
+            for q in [*self._tails, *self._catchup_waiting, *self._catchup_serving]:
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(None)
             if self._server is not None:
@@ -388,11 +397,19 @@ class Daemon(StoreKeeper):
         paths = pending.paths
         ingestor = self._ingestor
         assert ingestor is not None
+        waiters: list[asyncio.Queue[dict[str, Any] | None]] = []
+        if pending.full:
+            waiters, self._catchup_waiting = self._catchup_waiting, []
+            self._catchup_serving = waiters
+        progress = self._scan_progress_hook(waiters)
 
         def job() -> IngestStats:
             stats = IngestStats()
             if full:
-                part = ingestor.ingest_all(only=full)
+                try:
+                    part = ingestor.ingest_all(progress, only=full)
+                finally:
+                    self.scan_progress = None
                 _merge(stats, part)
             owners = ingestor.sources
             rest = {p for p in paths if not any(s.name in full and s.owns(p) for s in owners)}
@@ -404,6 +421,9 @@ class Daemon(StoreKeeper):
         try:
             stats: IngestStats = await self._in_writer(job)
         except Exception as exc:  # e.g. the disk is full: keep serving, retry on the next change
+            self._catchup_done(
+                waiters, {"error": f"the ledger could not be written: {type(exc).__name__}: {exc}"}
+            )
             self.totals["errors"] += 1
             # What was not committed is read again by the next full scan.
             self._pending.full |= full | {
@@ -418,6 +438,13 @@ class Daemon(StoreKeeper):
         done = time.monotonic()
         self.cycles += 1
         self._store_ok()
+        if pending.full >= set(KNOWN_SOURCES) and not self._interrupt.is_set():
+            self.caught_up = True
+        if self._interrupt.is_set():
+            self._catchup_done(waiters, None)  # stopping: the catch-up did not finish
+        else:
+            skipped = sorted(pending.full & paused)
+            self._catchup_done(waiters, {"done": stats.as_dict(), "paused": skipped})
         if stats.more:  # files read for their time slice: on with them after the others
             self.request_paths("", set(stats.more))
         self._retry_busy(stats.busy, paths)
@@ -448,6 +475,40 @@ class Daemon(StoreKeeper):
                 duration_ms=self.cycle.duration_ms,
                 lag_ms=self.cycle.lag_ms,
             )
+
+    def _scan_progress_hook(
+        self, waiters: list[asyncio.Queue[dict[str, Any] | None]]
+    ) -> Callable[[IngestStats, int], None]:
+        """The progress callback of a full scan (writer thread): files done / total for
+        status and reports, and progress lines for the ``sufd ingest`` clients it serves."""
+        loop = asyncio.get_running_loop()
+        sent = [0.0]
+
+        def progress(stats: IngestStats, total: int) -> None:
+            self.scan_progress = (stats.files, total)
+            now = time.monotonic()
+            if not waiters or (now - sent[0] < PROGRESS_EVERY_S and stats.files < total):
+                return
+            sent[0] = now
+            item = {
+                "progress": {
+                    "files": stats.files,
+                    "total": total,
+                    "bytes_read": stats.bytes_read,
+                    "events_new": stats.inserted,
+                }
+            }
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                loop.call_soon_threadsafe(_put_all, waiters, item)
+
+        return progress
+
+    def _catchup_done(
+        self, waiters: list[asyncio.Queue[dict[str, Any] | None]], item: dict[str, Any] | None
+    ) -> None:
+        _put_all(waiters, item)
+        if self._catchup_serving is waiters:
+            self._catchup_serving = []
 
     # -- watching ---------------------------------------------------------------------
 
@@ -672,6 +733,9 @@ class Daemon(StoreKeeper):
             "statusline": self._cmd_statusline,
         }
 
+    def _streams(self) -> dict[str, Any]:
+        return {"tail": self._tail, "ingest": self._cmd_ingest}
+
     async def _hello(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "protocol": PROTOCOL,
@@ -679,6 +743,18 @@ class Daemon(StoreKeeper):
             "pid": os.getpid(),
             "started_at": self.started_at,
             "capabilities": list(CAPABILITIES),
+            "db": str(self.settings.paths.db),
+            "scan": self._scan_state(),
+        }
+
+    def _scan_state(self) -> dict[str, Any]:
+        """Whether the ledger is complete: a full scan has run since start (or since the
+        ledger was rebuilt); while the first one runs, its files done / total."""
+        progress = self.scan_progress
+        return {
+            "caught_up": self.caught_up,
+            "files_done": progress[0] if progress and not self.caught_up else None,
+            "files_total": progress[1] if progress and not self.caught_up else None,
         }
 
     async def _ping(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -749,6 +825,7 @@ class Daemon(StoreKeeper):
             "cycles": self.cycles,
             "since_start": dict(self.totals),
             "store": {"path": str(db), "bytes": store_bytes},
+            "scan": self._scan_state(),
             "history": queries.History.total(history.values()).as_dict(),
             "malformed_lines": sum(summary.get(s, {}).get("malformed_lines", 0) for s in summary),
             "paths": self.settings.paths.as_dict(),
@@ -822,6 +899,29 @@ class Daemon(StoreKeeper):
         )
         return {**numbers, "text": format_line(numbers)}
 
+    async def _cmd_ingest(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """``sufd ingest`` with the daemon running: the daemon, the one writer, runs a full
+        scan of every source that is not paused, and streams its progress and summary."""
+        if self._ingestor is None or self.store.problem is not None:
+            problem = self.store.problem
+            why = f"{problem.reason}: {problem.detail}" if problem else "the ledger is not open"
+            yield {"error": f"the daemon cannot write the ledger now ({why}); it retries by itself"}
+            return
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._catchup_waiting.append(q)
+        self.request_full(KNOWN_SOURCES, reason="sufd ingest")
+        try:
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                yield item
+                if "done" in item or "error" in item:
+                    return
+        finally:
+            with contextlib.suppress(ValueError):
+                self._catchup_waiting.remove(q)
+
     async def _tail(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # _publish bounds it
         self._tails.add(q)
@@ -833,6 +933,13 @@ class Daemon(StoreKeeper):
                 yield item
         finally:
             self._tails.discard(q)
+
+
+def _put_all(
+    queues: list[asyncio.Queue[dict[str, Any] | None]], item: dict[str, Any] | None
+) -> None:
+    for q in queues:
+        q.put_nowait(item)
 
 
 def _signature(paths: set[Path]) -> dict[Path, tuple[int, int, int] | None]:

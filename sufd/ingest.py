@@ -142,21 +142,9 @@ class IngestStats:
 
     def summary_line(self) -> str:
         """One sentence for the end of ``sufd ingest``."""
-        secs = self.duration_ms / 1000
-        if not self.bytes_read and not self.inserted and not self.replaced and not self.errors:
-            return f"Nothing new: {self.files:,} files unchanged ({secs:.2f} s)."
-        parts = [
-            f"Ingested {self.bytes_read / 1e6:,.1f} MB from {self.files_read:,} of"
-            f" {self.files:,} files in {secs:.2f} s: {self.inserted:,} new events,"
-            f" {self.replaced:,} updated"
-        ]
-        if self.malformed:
-            parts.append(f"{self.malformed:,} malformed lines skipped")
-        if self.errors:
-            parts.append(f"{len(self.errors)} files could not be read")
-        if self.gone:
-            parts.append(f"{self.gone} files no longer on disk (their events are kept)")
-        return ", ".join(parts) + "."
+        from sufd.catchup import summary_line
+
+        return summary_line(self.as_dict())
 
 
 def price_record(rec: Record, source: Source, table: PriceTable, mode: str) -> PricedRecord:

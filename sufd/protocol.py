@@ -38,6 +38,7 @@ COMMANDS = (
     "shutdown",
     "tail",
     "statusline",
+    "ingest",
 )
 CAPABILITIES = tuple(f"cmd-{c}" for c in COMMANDS) + ("pause-ttl", "pause-sources", "tail-push")
 

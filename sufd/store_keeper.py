@@ -46,6 +46,7 @@ class StoreKeeper:
     store: health.StoreHealth
     phase: str
     cycles: int
+    caught_up: bool
     _writer: concurrent.futures.ThreadPoolExecutor
     _wake: asyncio.Event
     _write_conn: sqlite3.Connection | None
@@ -244,6 +245,7 @@ class StoreKeeper:
             self._back_off(again)
             return
         self._store_fault = None  # whatever else was found concerned the old file
+        self.caught_up = False  # reports are partial until the rescan below has run
         self._unpin_stale()  # the old file's connections are all closed now
         self._rebuilt(fault, action, moved, found)
         self.request_full(KNOWN_SOURCES, reason="store rebuilt")

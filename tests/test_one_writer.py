@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sufd.errors import ControlError
 from tests.daemon_harness import (
     ClaudeSession,
     Harness,
@@ -108,3 +109,102 @@ def _report_totals(harness: Harness) -> dict[str, int] | None:
         return None
     totals = json.loads(proc.stdout)["totals"]
     return {k: int(totals[k]) for k in totals_of([])}
+
+
+def test_sufd_ingest_asks_the_running_daemon(harness: Harness) -> None:
+    """Issue 12 item 2: with the daemon running, ``sufd ingest`` has the daemon (the one
+    writer) catch up, and prints the same summary and exit code as a local run."""
+    session = ClaudeSession()
+    path = harness.claude_file()
+    first, u1 = session.assistant(60, input=100, output=10)
+    append_lines(path, session.user(0), first)
+    # Without live watching, only a scan reads what is appended below.
+    daemon = harness.start("--no-watcher")
+    wait_until(lambda: harness.has_events([u1]), what="the first event")
+    before = harness.status()["since_start"]["events"]
+    written = [session.assistant(120 + i, input=10 + i, output=1) for i in range(3)]
+    append_lines(path, *(line for line, _ in written))
+
+    proc = harness.run_sufd("ingest")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 new events" in proc.stdout, proc.stdout
+    assert f"by the running daemon, pid {daemon.pid}" in proc.stdout
+    # The daemon wrote them (its own count moved), and nothing was written twice.
+    assert harness.status()["since_start"]["events"] == before + 3
+    assert sorted(store_events(harness.db)) == sorted([u1, *(u for _, u in written)])
+
+    more, u5 = session.assistant(200, input=7, output=7)
+    append_lines(path, more)
+    proc = harness.run_sufd("ingest", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["events_new"] == 1
+    assert summary["files"] == 1
+    assert harness.status()["since_start"]["events"] == before + 4
+    assert u5 in store_events(harness.db)
+
+
+def test_sufd_ingest_writes_itself_without_a_daemon(harness: Harness) -> None:
+    """Issue 12 item 2: with no daemon, ``sufd ingest`` writes the ledger as before."""
+    session = ClaudeSession()
+    line, u1 = session.assistant(60, input=100, output=10)
+    append_lines(harness.claude_file(), session.user(0), line)
+    proc = harness.run_sufd("ingest")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 new events" in proc.stdout and "daemon" not in proc.stdout
+    assert store_events(harness.db) == [u1]
+
+
+def test_a_running_daemon_has_a_ledger_and_reports_are_empty(harness: Harness) -> None:
+    """Issue 12 item 3: ``sufd run --daemon`` on a machine with no agent history: once it
+    returns, the daemon has created the ledger and reports print an empty report (exit 0)."""
+    env = harness.command_env()
+    env.pop("NOTIFY_SOCKET")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sufd", "run", "--daemon"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr
+        table = harness.ctl("report", "daily")
+        assert table.returncode == 0, table.stderr
+        assert "No usage recorded" in table.stdout
+        as_json = harness.ctl("report", "daily", "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        data = json.loads(as_json.stdout)
+        assert data["daily"] == [] and data["totals"]["events"] == 0
+        assert data["freshness"]["daemon"] == "running"
+        assert harness.db.exists()
+    finally:
+        pid = wait_until(lambda: _ping(harness), 10, what="the detached daemon")
+        harness.call("shutdown")
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, what="the daemon to stop")
+
+
+def test_report_on_a_missing_ledger_while_the_daemon_serves_it(harness: Harness) -> None:
+    """Issue 12 item 3: a daemon that could not create its ledger yet (here: removed under
+    it, before it notices) still means an empty report, not "run sufd ingest"."""
+    harness.start()
+    # The ledger's directory is replaced by a file: the daemon cannot put the ledger back.
+    data_dir = harness.db.parent
+    for p in data_dir.iterdir():
+        p.unlink()
+    data_dir.rmdir()
+    data_dir.write_text("not a directory")
+    try:
+        proc = harness.ctl("report", "daily", "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["daily"] == [] and report["freshness"]["daemon"] == "running"
+    finally:
+        data_dir.unlink()
+
+
+def _ping(harness: Harness) -> int | None:
+    try:
+        return int(harness.call("ping")["pid"])
+    except ControlError:
+        return None

@@ -1,0 +1,125 @@
+"""``sufd ingest`` while the daemon runs: ask the ledger's one writer to catch up.
+
+The daemon is the only process that writes a ledger it serves. ``sufd ingest`` therefore
+first asks the daemon of its ledger over the control socket (a streaming ``ingest``
+request: progress lines, then the same summary a local run prints); only when no daemon
+answers does it write the ledger itself. Imports only the standard library and the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sufd import client
+from sufd.errors import SufdError
+
+if TYPE_CHECKING:
+    from sufd.settings import Settings
+
+__all__ = ["CatchUpFailed", "DaemonAbsent", "DaemonCatchUp", "ask_daemon", "summary_line"]
+
+# How long the daemon may take to accept the request (it answers in milliseconds when well).
+HELLO_TIMEOUT_S = 5.0
+
+Progress = Callable[[int, int, int, int], None]
+
+
+class DaemonAbsent(SufdError):
+    """No daemon serves this ledger: the caller writes it itself."""
+
+
+class CatchUpFailed(SufdError):
+    """The daemon was asked to catch up and could not (the ledger cannot be written, or it
+    stopped before the catch-up finished)."""
+
+
+@dataclass
+class DaemonCatchUp:
+    """What the daemon reported at the end of the catch-up it ran for us."""
+
+    pid: int
+    summary: dict[str, Any]
+    paused: list[str] = field(default_factory=list)
+
+    @property
+    def summary_line(self) -> str:
+        """The sentence a local ``sufd ingest`` prints."""
+        return summary_line(self.summary)
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """Files the daemon could not read, as ``{"path", "error"}``."""
+        found = self.summary.get("errors")
+        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def ask_daemon(settings: Settings, progress: Progress | None = None) -> DaemonCatchUp:
+    """Have the daemon serving ``settings``' ledger run a full catch-up; wait for its end.
+
+    ``progress(files_done, files_total, bytes_read, events_new)`` is called as the daemon
+    reports.
+
+    Raises:
+        DaemonAbsent: no daemon listens on the socket, or the one that does serves another
+            ledger (then this ledger has no writer but the caller).
+        CatchUpFailed: the daemon could not complete the catch-up.
+        client.DaemonUnreachable: a daemon is there but does not answer properly (writing
+            beside it would make a second writer, so the caller must not fall back).
+    """
+    path = settings.paths.socket
+    try:
+        hello = client.call(path, "hello", timeout=HELLO_TIMEOUT_S)
+    except client.DaemonNotRunning as exc:
+        raise DaemonAbsent(str(exc)) from exc
+    served = hello.get("db")
+    if isinstance(served, str) and served != str(settings.paths.db):
+        raise DaemonAbsent(f"the daemon at {path} serves another ledger ({served})")
+    if "cmd-ingest" not in (hello.get("capabilities") or []):
+        raise CatchUpFailed(
+            f"the running daemon (pid {hello.get('pid')}, version {hello.get('version')}) is"
+            " older than this sufd and cannot catch up on request: run `sufd restart`"
+        )
+    pid = int(hello.get("pid") or 0)
+    for item in client.stream(path, "ingest", timeout=HELLO_TIMEOUT_S):
+        if isinstance(step := item.get("progress"), dict):
+            if progress is not None:
+                progress(
+                    int(step.get("files", 0)),
+                    int(step.get("total", 0)),
+                    int(step.get("bytes_read", 0)),
+                    int(step.get("events_new", 0)),
+                )
+        elif isinstance(done := item.get("done"), dict):
+            paused = item.get("paused")
+            return DaemonCatchUp(pid, done, [str(p) for p in paused or []])
+        elif "error" in item:
+            raise CatchUpFailed(f"the daemon (pid {pid}) could not catch up: {item['error']}")
+    raise CatchUpFailed(
+        f"the daemon (pid {pid}) stopped before the catch-up finished; nothing is lost:"
+        " run `sufd ingest` again"
+    )
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """One sentence for the end of ``sufd ingest``, from its JSON summary."""
+    secs = int(summary.get("duration_ms", 0)) / 1000
+    files, files_read = int(summary.get("files", 0)), int(summary.get("files_read", 0))
+    mb = int(summary.get("bytes_read", 0)) / 1e6
+    new, replaced = int(summary.get("events_new", 0)), int(summary.get("events_replaced", 0))
+    malformed, gone = int(summary.get("malformed_lines", 0)), int(summary.get("files_gone", 0))
+    errors = summary.get("errors") or []
+    if not mb and not new and not replaced and not errors:
+        return f"Nothing new: {files:,} files unchanged ({secs:.2f} s)."
+    parts = [
+        f"Ingested {mb:,.1f} MB from {files_read:,} of {files:,} files in {secs:.2f} s:"
+        f" {new:,} new events, {replaced:,} updated"
+    ]
+    if malformed:
+        parts.append(f"{malformed:,} malformed lines skipped")
+    if errors:
+        parts.append(f"{len(errors)} files could not be read")
+    if gone:
+        parts.append(f"{gone} files no longer on disk (their events are kept)")
+    return ", ".join(parts) + "."
