@@ -8,6 +8,7 @@ answers does it write the ledger itself. Imports only the standard library and t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ __all__ = ["CatchUpFailed", "DaemonAbsent", "DaemonCatchUp", "ask_daemon", "summ
 
 # How long the daemon may take to accept the request (it answers in milliseconds when well).
 HELLO_TIMEOUT_S = 5.0
+# A daemon lost mid-request is asked again this often, after RETRY_S, 2 × RETRY_S, ...
+ATTEMPTS = 5
+RETRY_S = 0.2
 
 Progress = Callable[[int, int, int, int], None]
 
@@ -59,7 +63,8 @@ def ask_daemon(settings: Settings, progress: Progress | None = None) -> DaemonCa
     """Have the daemon serving ``settings``' ledger run a full catch-up; wait for its end.
 
     ``progress(files_done, files_total, bytes_read, events_new)`` is called as the daemon
-    reports.
+    reports. A daemon that stops or dies under the request is asked again (a service manager
+    restarts it); once none answers, the caller writes the ledger itself.
 
     Raises:
         DaemonAbsent: no daemon listens on the socket, or the one that does serves another
@@ -68,6 +73,21 @@ def ask_daemon(settings: Settings, progress: Progress | None = None) -> DaemonCa
         client.DaemonUnreachable: a daemon is there but does not answer properly (writing
             beside it would make a second writer, so the caller must not fall back).
     """
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _ask_once(settings, progress)
+        except (_Lost, client.DaemonUnreachable) as exc:
+            if attempt == ATTEMPTS:
+                raise CatchUpFailed(f"{exc}; nothing is lost: run `sufd ingest` again") from exc
+            time.sleep(RETRY_S * attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+class _Lost(SufdError):
+    """The daemon went away during the request (stopped, killed, restarted)."""
+
+
+def _ask_once(settings: Settings, progress: Progress | None) -> DaemonCatchUp:
     path = settings.paths.socket
     try:
         hello = client.call(path, "hello", timeout=HELLO_TIMEOUT_S)
@@ -82,24 +102,26 @@ def ask_daemon(settings: Settings, progress: Progress | None = None) -> DaemonCa
             " older than this sufd and cannot catch up on request: run `sufd restart`"
         )
     pid = int(hello.get("pid") or 0)
-    for item in client.stream(path, "ingest", timeout=HELLO_TIMEOUT_S):
-        if isinstance(step := item.get("progress"), dict):
-            if progress is not None:
-                progress(
-                    int(step.get("files", 0)),
-                    int(step.get("total", 0)),
-                    int(step.get("bytes_read", 0)),
-                    int(step.get("events_new", 0)),
-                )
-        elif isinstance(done := item.get("done"), dict):
-            paused = item.get("paused")
-            return DaemonCatchUp(pid, done, [str(p) for p in paused or []])
-        elif "error" in item:
-            raise CatchUpFailed(f"the daemon (pid {pid}) could not catch up: {item['error']}")
-    raise CatchUpFailed(
-        f"the daemon (pid {pid}) stopped before the catch-up finished; nothing is lost:"
-        " run `sufd ingest` again"
-    )
+    try:
+        for item in client.stream(path, "ingest", timeout=HELLO_TIMEOUT_S):
+            if isinstance(step := item.get("progress"), dict):
+                if progress is not None:
+                    progress(
+                        int(step.get("files", 0)),
+                        int(step.get("total", 0)),
+                        int(step.get("bytes_read", 0)),
+                        int(step.get("events_new", 0)),
+                    )
+            elif isinstance(done := item.get("done"), dict):
+                paused = item.get("paused")
+                return DaemonCatchUp(pid, done, [str(p) for p in paused or []])
+            elif "error" in item:
+                raise CatchUpFailed(f"the daemon (pid {pid}) could not catch up: {item['error']}")
+    except client.DaemonNotRunning as exc:
+        raise _Lost(f"the daemon (pid {pid}) stopped before the catch-up finished") from exc
+    except (client.DaemonUnreachable, OSError, ValueError) as exc:
+        raise _Lost(f"lost the daemon (pid {pid}) during the catch-up: {exc}") from exc
+    raise _Lost(f"the daemon (pid {pid}) stopped before the catch-up finished")
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
