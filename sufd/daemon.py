@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from sufd import __version__, logs
 from sufd.errors import ConfigError
@@ -886,15 +886,19 @@ class Daemon(StoreKeeper):
             raise ProtocolError("store_unavailable", "the ledger is being rebuilt; try again")
         session = args.get("session_id")
         now = time.time()
-        day_start = args.get("day_start_ms")
-        if not isinstance(day_start, int) or isinstance(day_start, bool):
-            from sufd.statusline import day_start_ms
+        # The client's local day (its TZ may differ from the daemon's); the daemon's own
+        # when the client gives none. A client from before day_end_ms: a 24-hour day.
+        start, end = args.get("day_start_ms"), args.get("day_end_ms")
+        if not _is_int(start):
+            from sufd.statusline import day_bounds_ms
 
-            day_start = day_start_ms(now)
+            start, end = day_bounds_ms(now)
+        elif not _is_int(end) or end <= start:
+            end = start + 86_400_000
         numbers = queries.statusline(
             conn,
             session if isinstance(session, str) else None,
-            day_start_ms=day_start,
+            day_ms=(start, end),
             now_ms=int(now * 1000),
         )
         return {**numbers, "text": format_line(numbers)}
@@ -1002,6 +1006,10 @@ def _source_state(roots: list[dict[str, Any]]) -> str:
 
 def _keep_paths(new: Settings, old: Settings) -> Settings:
     return new._replace(paths=old.paths)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _iso(ms: int) -> str:

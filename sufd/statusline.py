@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["day_start_ms", "format_line", "main"]
+__all__ = ["day_bounds_ms", "format_line", "main"]
 
 
 def format_line(numbers: dict[str, Any], model: str | None = None) -> str:
@@ -31,11 +31,13 @@ def format_line(numbers: dict[str, Any], model: str | None = None) -> str:
     return " · ".join(parts)
 
 
-def day_start_ms(now: float) -> int:
-    """Epoch ms of local midnight today (the zone of this process: ``TZ`` or the system's)."""
+def day_bounds_ms(now: float) -> tuple[int, int]:
+    """Epoch ms of local midnight today and of the next local midnight (the zone of this
+    process: ``TZ`` or the system's); a day is 23 or 25 hours long when the clocks change."""
     lt = time.localtime(now)
-    midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
-    return int(midnight * 1000)
+    start = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+    end = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday + 1, 0, 0, 0, 0, 0, -1))
+    return int(start * 1000), int(end * 1000)
 
 
 def _read_input() -> dict[str, Any]:
@@ -55,7 +57,8 @@ def _from_daemon(socket_path: str, session: str | None) -> dict[str, Any] | None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
             sock.connect(socket_path)
-            args = {"session_id": session, "day_start_ms": day_start_ms(time.time())}
+            start, end = day_bounds_ms(time.time())
+            args = {"session_id": session, "day_start_ms": start, "day_end_ms": end}
             req = {"v": 1, "id": 1, "cmd": "statusline", "args": args}
             sock.sendall(json.dumps(req).encode() + b"\n")
             with sock.makefile("rb") as f:
@@ -74,7 +77,7 @@ def _from_store(db: str, session: str | None, now: float) -> dict[str, Any] | No
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            return statusline(conn, session, day_start_ms=day_start_ms(now), now_ms=int(now * 1000))
+            return statusline(conn, session, day_ms=day_bounds_ms(now), now_ms=int(now * 1000))
         finally:
             conn.close()
     except sqlite3.Error:

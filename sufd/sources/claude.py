@@ -213,10 +213,11 @@ def _record(
     if type(model) is not str or not model:
         model = _opt_str(model, "message.model")
     cost = get("costUSD")
+    # A negative cost is damage, as a negative token count is.
     if cost is not None and (
-        isinstance(cost, bool) or not isinstance(cost, int | float) or abs(cost) > _MAX_COST
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= _MAX_COST
     ):
-        raise Malformed("costUSD is not a number of at most 1e9")
+        raise Malformed("costUSD is not a non-negative number up to 1e9")
     sidechain = get("isSidechain")
     if sidechain is not None and sidechain is not True and sidechain is not False:
         raise Malformed("isSidechain is not a boolean")

@@ -43,7 +43,8 @@ All-zero rows are skipped.
   ``{"input":…}`` is ignored), else priced.
 * Kilo CLI: ``role`` must be ``assistant`` and ``modelID`` non-empty (``providerID`` may be
   missing); a message without an integer ``time.created`` is dropped; any numeric ``cost``
-  (0 and negative included) is used as is.
+  up to 1e9 (0 included) is used as is. A negative one is damage: the message is skipped and
+  counted as malformed with its reason (ccusage would add it, making the total fall).
 
 Pricing (:meth:`OpenCode.cost`): candidates ``M`` (``gemini-3-pro-high`` →
 ``gemini-3-pro-preview``, ``k2p6`` → ``kimi-k2.6``), ``claude-sonnet-4.5`` / ``claude-sonnet-45``
@@ -74,7 +75,7 @@ import orjson
 from sufd.errors import SourceBusy, SourceError
 from sufd.prices import PriceTable, anthropic_cost
 from sufd.settings import Settings
-from sufd.sources.base import FileContext, Record, Source, database_signature
+from sufd.sources.base import FileContext, Malformed, Record, Source, database_signature
 from sufd.sources.gemini import find_price
 
 __all__ = ["PENDING_MAX_AGE_MS", "SWEEP_EVERY_S", "KiloCli", "OpenCode", "candidates"]
@@ -178,7 +179,11 @@ class OpenCode(Source):
             value = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError:
             return []  # ccusage skips it; read again when it changes
-        rec = self.record(value, None, None, ctx.root) if isinstance(value, dict) else None
+        try:
+            rec = self.record(value, None, None, ctx.root) if isinstance(value, dict) else None
+        except Malformed as bad:
+            ctx.malformed.append((0, bad.reason))
+            return []
         if rec is None:
             return []
         if rec.key == "":
@@ -234,7 +239,7 @@ class OpenCode(Source):
         self, rows: dict[int, tuple[Any, ...]], ctx: FileContext, now: float
     ) -> tuple[list[Record], list[str]]:
         records, pending = [], []
-        for _, mid, session, data in (rows[k] for k in sorted(rows)):
+        for rowid, mid, session, data in (rows[k] for k in sorted(rows)):
             try:
                 value = orjson.loads(data)
             except (orjson.JSONDecodeError, TypeError):
@@ -243,7 +248,13 @@ class OpenCode(Source):
                 continue
             if _unfinished(value, now):
                 pending.append(mid)
-            rec = self.record(value, mid, session if isinstance(session, str) else None, ctx.root)
+            try:
+                rec = self.record(
+                    value, mid, session if isinstance(session, str) else None, ctx.root
+                )
+            except Malformed as bad:
+                ctx.malformed.append((int(rowid), bad.reason))
+                continue
             if rec is not None:
                 records.append(rec)
         return records, pending
@@ -253,7 +264,11 @@ class OpenCode(Source):
     def record(
         self, value: dict[str, Any], mid: str | None, session: str | None, root: Path | None
     ) -> Record | None:
-        """One message → a record (``mid`` given for database rows, which win over JSON)."""
+        """One message → a record (``mid`` given for database rows, which win over JSON).
+
+        Raises:
+            Malformed: the message is damaged (see :meth:`stored_cost`).
+        """
         tokens = value.get("tokens")
         if not isinstance(tokens, dict):
             return None
@@ -363,9 +378,16 @@ class KiloCli(OpenCode):
         return created if type(created) is int and 0 <= created <= _MAX_TS_MS else None
 
     def stored_cost(self, cost: Any) -> float | None:
-        """Any numeric stored cost is used, 0 and negative ones included."""
-        ok = isinstance(cost, int | float) and not isinstance(cost, bool) and abs(cost) <= _MAX_COST
-        return float(cost) if ok else None
+        """Any numeric stored cost up to 1e9 is used, 0 included.
+
+        Raises:
+            Malformed: the cost is negative.
+        """
+        if not isinstance(cost, int | float) or isinstance(cost, bool):
+            return None
+        if cost < 0:
+            raise Malformed("cost is negative")
+        return float(cost) if cost <= _MAX_COST else None
 
 
 def candidates(model: str, provider: str | None) -> list[str]:

@@ -35,6 +35,8 @@ AGG_COLUMNS = (
     "estimated",
 )
 _SUMS = ", ".join(f"SUM({c})" for c in AGG_COLUMNS)
+_BUCKET_MS = 900_000
+_HOUR_MS = 3_600_000
 
 
 class AggRow(NamedTuple):
@@ -250,24 +252,41 @@ def source_totals(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 
 def statusline(
-    conn: sqlite3.Connection, session: str | None, *, day_start_ms: int, now_ms: int
+    conn: sqlite3.Connection, session: str | None, *, day_ms: tuple[int, int], now_ms: int
 ) -> dict[str, float | None]:
-    """The numbers of the status line: this session's cost, today's, and the last hour's."""
+    """The numbers of the status line: this session's cost, today's, and the last hour's.
+
+    Every window has an end, so events dated after ``now_ms`` (a clock set wrong, another
+    machine's clock) stay out of the figures relative to now: "today" is the local day
+    ``day_ms`` = [midnight, next midnight) in epoch ms, the last hour is
+    [``now_ms`` - 1 h, ``now_ms``], and the session counts what it did up to ``now_ms``.
+    """
     session_cost: float | None = None
     if session:
-        row = conn.execute(
-            "SELECT SUM(a.cost) FROM agg_session a JOIN sessions s ON s.id = a.session_id"
-            " WHERE s.session = ?",
-            (session,),
+        # A session's sums hold its whole span; one that reaches past now (rare) is summed
+        # from its events up to now, through the (session, model, ts) index.
+        (session_cost,) = conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN a.last_ts <= :now THEN a.cost ELSE"
+            " (SELECT COALESCE(SUM(e.cost), 0) FROM events e WHERE e.session_id = a.session_id"
+            " AND e.model_id = a.model_id AND e.ts <= :now) END), 0)"
+            " FROM agg_session a JOIN sessions s ON s.id = a.session_id WHERE s.session = :session",
+            {"now": now_ms, "session": session},
         ).fetchone()
-        session_cost = float(row[0]) if row and row[0] is not None else 0.0
-    bucket_ms = 900_000
+    start, end = day_ms
     (today,) = conn.execute(
-        "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ?",
-        (day_start_ms // bucket_ms,),
+        "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ? AND bucket < ?",
+        (start // _BUCKET_MS, -(-end // _BUCKET_MS)),
     ).fetchone()
+    # The hour's edges fall inside 15-minute buckets: sum the events themselves, found
+    # through the sessions active in the hour and the (session, model, ts) index.
     (hour,) = conn.execute(
-        "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ?",
-        ((now_ms - 3_600_000) // bucket_ms,),
+        "SELECT COALESCE(SUM(e.cost), 0) FROM agg_session a CROSS JOIN events e"
+        " ON e.session_id = a.session_id AND e.model_id = a.model_id"
+        " AND e.ts BETWEEN :lo AND :now WHERE a.last_ts >= :lo AND a.first_ts <= :now",
+        {"lo": now_ms - _HOUR_MS, "now": now_ms},
     ).fetchone()
-    return {"session_cost": session_cost, "today_cost": float(today), "last_hour_cost": float(hour)}
+    return {
+        "session_cost": None if session_cost is None else float(session_cost),
+        "today_cost": float(today),
+        "last_hour_cost": float(hour),
+    }
