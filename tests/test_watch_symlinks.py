@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from sufd import inotify
+from sufd.sources import cline, opencode
 from sufd.watcher import RootWatcher
 from tests.daemon_harness import (
     ClaudeSession,
@@ -156,12 +157,12 @@ def test_root_watcher_asks_for_a_rescan_when_a_watch_is_dropped(tmp_path: Path) 
         others = set(_inotify_fds())
         task = asyncio.create_task(watcher.run(stop))
         try:
-            await _until(lambda: watcher.state == "watching")
+            await _until(lambda: watcher.state == "watching", "the watch")
             (fd,) = set(_inotify_fds()) - others
             _drop_watch(fd, proj)
-            await _until(lambda: bool(rescans))
+            await _until(lambda: bool(rescans), "a rescan request")
             (proj / "after.jsonl").write_bytes(b"{}\n")
-            await _until(lambda: bool(changed))
+            await _until(lambda: bool(changed), "the new file reported")
             return watcher.state
         finally:
             stop.set()
@@ -193,11 +194,35 @@ def _inotify_fds() -> list[int]:
     return found
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------------
+# the sources' scans agree with the watcher
+
+
+def test_cline_scan_does_not_enter_a_symlinked_task_directory(tmp_path: Path) -> None:
+    tasks, elsewhere = tmp_path / "tasks", tmp_path / "elsewhere"
+    (tasks / "t1").mkdir(parents=True)
+    (tasks / "t1" / cline.UI_MESSAGES).write_text("[]")
+    (elsewhere / "t2").mkdir(parents=True)
+    (elsewhere / "t2" / cline.UI_MESSAGES).write_text("[]")
+    (tasks / "t2").symlink_to(elsewhere / "t2")
+    assert list(cline.Cline().scan(tasks)) == [tasks / "t1" / cline.UI_MESSAGES]
+
+
+def test_opencode_scan_does_not_read_the_message_store_through_a_symlink(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "opencode", tmp_path / "elsewhere"
+    root.mkdir()
+    (elsewhere / "message" / "ses_1").mkdir(parents=True)
+    (elsewhere / "message" / "ses_1" / "msg_1.json").write_text("{}")
+    (root / "storage").symlink_to(elsewhere)
+    assert list(opencode.OpenCode().scan(root)) == []
 
 
 # ------------------------------------------------------------------------------------------
