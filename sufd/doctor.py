@@ -74,7 +74,8 @@ def _inotify(settings: Settings) -> Check:
     for source in enabled_sources(settings):
         for root in source.roots(settings):
             if root.is_dir():
-                dirs += 1 + sum(1 for p in root.rglob("*") if p.is_dir())
+                # Symlinked directories below a root are not watched.
+                dirs += 1 + sum(1 for p in root.rglob("*") if p.is_dir() and not p.is_symlink())
     if dirs > limit * 0.8:
         return Check(
             "warn",

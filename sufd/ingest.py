@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from sufd.errors import SourceBusy
@@ -25,7 +25,7 @@ from sufd.prices import PriceTable
 from sufd.reader import ByteFile, read_runs
 from sufd.settings import Settings, local_zone
 from sufd.sources import Malformed, Record, Source, enabled_sources
-from sufd.sources.base import FileContext
+from sufd.sources.base import FileContext, symlinked_below
 from sufd.stalls import GuardedFile, IoGuard, Stalled
 from sufd.store.health import StoreFault
 from sufd.store.ledger import (
@@ -501,11 +501,13 @@ class Ingestor:
             if match is None or match[0].name in skip:
                 continue
             try:
-                vanished = self._io((match[0].name, str(match[1])), str(path), _vanished, path)
+                where = self._io((match[0].name, str(match[1])), str(path), _where, match[1], path)
             except Stalled:
                 stats.stalled += 1  # the whole root is read again once its mount answers
                 continue
-            if not vanished:
+            if where == "outside":
+                continue
+            if where == "here":
                 stats.add(self.ingest_file(match[0], match[1], path))
             else:
                 stats.gone += self._mark_gone(path)
@@ -803,6 +805,14 @@ def _open_nonblocking(path: str, flags: int) -> int:
     """``open()``'s opener: a named pipe put where a transcript was must not block the writer
     (in ``open`` waiting for a writer, or in ``read``); on a regular file it changes nothing."""
     return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _where(root: Path, path: Path) -> Literal["here", "gone", "outside"]:
+    """Whether a changed file is in its root as the scan sees it, gone from disk, or reached
+    through a symlinked directory (a polling watcher follows them): not in the root then."""
+    if symlinked_below(root, path.parent):
+        return "outside"
+    return "gone" if _vanished(path) else "here"
 
 
 def _vanished(path: str | Path) -> bool:

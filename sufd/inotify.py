@@ -7,8 +7,13 @@ the idle budget. Here the kernel's inotify descriptor is registered with the eve
 an idle daemon is never woken by its watches.
 
 Only what sufd needs is implemented: watch a tree, follow directories as they are created,
-moved in or removed, report the paths that changed, and say when the root itself went away
-or the kernel queue overflowed (then the caller rescans).
+moved in or removed, report the paths that changed, and say when the root itself went away,
+the kernel queue overflowed or a watch was dropped (then the caller rescans).
+
+Symlinked directories below the root are neither watched nor entered, as the sources' scan
+does not enter them: the kernel would hand back the watch of the directory they point to,
+and that directory's events would then be reported under the link's path (and lost once
+the link goes). The root itself may be a symlink; it is followed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import struct
 import sys
 from collections.abc import Iterator
@@ -37,6 +43,7 @@ IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
 IN_ISDIR = 0x40000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
@@ -95,6 +102,9 @@ class Batch:
     overflow: bool = False
     # A directory moved out of the tree: its files left without an event of their own.
     dirs_gone: bool = False
+    # The kernel dropped the watch of a directory still there (e.g. a filesystem unmounted
+    # from it): watched again and listed, but its events in between are lost.
+    lost: bool = False
 
 
 class InotifyTree:
@@ -156,11 +166,12 @@ class InotifyTree:
             self._parse(data, batch)
         for d in batch.new_dirs:
             # Arm the new directory first, then list it: a file written in between is seen
-            # twice at worst, never missed.
-            self._add_quiet(d)
-            for sub in _subdirs(d):
-                self._add_quiet(sub)
-            batch.changed.update(_files(d))
+            # twice at worst, never missed. One that could not be armed (gone, replaced by a
+            # symlink, unreadable) is not listed: its files are not in the tree.
+            if self._add_quiet(d):
+                for sub in _subdirs(d):
+                    self._add_quiet(sub)
+                batch.changed.update(_files(d))
         if self.unreadable:  # rare: forget those deleted since
             self.unreadable = {d for d in self.unreadable if os.path.lexists(d)}
         return batch
@@ -176,9 +187,7 @@ class InotifyTree:
                 continue
             base = self._dirs.get(wd)
             if mask & IN_IGNORED:
-                self._dirs.pop(wd, None)
-                if wd == self._root_wd:
-                    batch.root_gone = True
+                self._ignored(wd, batch)
                 continue
             if base is None:
                 continue
@@ -207,6 +216,16 @@ class InotifyTree:
                 batch.changed.add(path)
                 batch.deleted.discard(path)
 
+    def _ignored(self, wd: int, batch: Batch) -> None:
+        """The kernel removed a watch: the directory was deleted, or is no longer on the same
+        filesystem (unmounted); watches removed by :meth:`_forget` are already forgotten."""
+        path = self._dirs.pop(wd, None)
+        if wd == self._root_wd:
+            batch.root_gone = True
+        elif path is not None and _is_real_dir(path):
+            batch.new_dirs.append(path)
+            batch.lost = True
+
     def _forget(self, top: Path) -> None:
         for wd, path in list(self._dirs.items()):
             if path == top or path.is_relative_to(top):
@@ -214,32 +233,74 @@ class InotifyTree:
                 del self._dirs[wd]
 
     def _add(self, path: Path) -> int:
-        wd = self._lib.inotify_add_watch(self.fd, os.fsencode(path), _MASK)
+        """Watch a directory; the root is followed if it is a symlink, nothing below it is
+        (ENOTDIR then). Returns the watch descriptor, or -1 for a second path to a directory
+        already watched under another one."""
+        mask = _MASK if path == self.root else _MASK | IN_DONT_FOLLOW
+        wd = int(self._lib.inotify_add_watch(self.fd, os.fsencode(path), mask))
         if wd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSPC:
                 raise WatchLimitError(err, "inotify watch limit reached (max_user_watches)")
             raise OSError(err, os.strerror(err), str(path))
+        known = self._dirs.get(wd)
+        if known is not None and known != path and _same_dir(known, path):
+            # One directory, one watch: reached again by another path (a bind mount), it
+            # keeps reporting under the first. (Had it moved, the old path would be gone.)
+            return -1
         self._dirs[wd] = path
         self.unreadable.discard(path)
-        return int(wd)
+        return wd
 
-    def _add_quiet(self, path: Path) -> None:
-        """Watch a subdirectory; one that vanished or is unreadable is passed over."""
+    def _add_quiet(self, path: Path) -> bool:
+        """Watch a subdirectory; one that vanished, is unreadable or is not a directory (a
+        symlink) is passed over. Returns whether ``path`` is watched now."""
         try:
-            self._add(path)
+            return self._add(path) >= 0
         except WatchLimitError:
             raise
         except PermissionError:
             self.unreadable.add(path)
         except OSError:
             pass
+        return False
 
 
-def _subdirs(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, _ in os.walk(root):
-        for d in dirnames:
-            yield Path(dirpath, d)
+def _subdirs(top: Path) -> Iterator[Path]:
+    """Every directory below ``top``, each before what is inside it; symlinked ones are
+    neither listed nor entered (os.walk lists them, without entering)."""
+    pending = [top]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                found = [Path(e.path) for e in entries if _entry_is_dir(e)]
+        except OSError:
+            continue  # vanished or unreadable meanwhile
+        yield from found
+        pending += found
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_real_dir(path: Path) -> bool:
+    """A directory, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _files(root: Path) -> Iterator[Path]:

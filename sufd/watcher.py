@@ -81,6 +81,9 @@ class RootWatcher:
         self._flag: _StopFlag | None = None
         self._wakeup: asyncio.Event | None = None
         self._failed = False  # the last attempt to watch failed: catch up once it works
+        # A live watch ended with its last events unread (a read error, the watch limit):
+        # catch up once the next watch is armed.
+        self._lost = False
 
     def describe(self) -> dict[str, object]:
         """The root's entry in ``sufctl status``."""
@@ -123,10 +126,10 @@ class RootWatcher:
                 was_missing = True
                 await _sleep_or_stop(stop, MISSING_CHECK_S)
                 continue
-            if was_missing or was_paused:
+            if was_missing or was_paused or self._lost:
                 if was_missing:
                     log.info("watch.root_appeared", source=self.source, root=str(self.root))
-                was_missing = was_paused = False
+                was_missing = was_paused = self._lost = False
                 # A catch-up scan, queued now but run only after _watch() below has armed the
                 # OS watch (no await in between): nothing written meanwhile goes unseen.
                 if self._on_appeared is not None:
@@ -188,6 +191,7 @@ class RootWatcher:
             return
         except OSError as exc:
             self.error = str(exc)
+            self._lost = True
             log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
             wakeup.set()
             return
@@ -199,7 +203,9 @@ class RootWatcher:
             self._on_change(self.source, paths)
         if batch.overflow:
             log.warning("watch.queue_overflow", source=self.source, root=str(self.root))
-        if (batch.overflow or batch.dirs_gone) and self._on_appeared is not None:
+        if batch.lost:
+            log.warning("watch.rearmed", source=self.source, root=str(self.root))
+        if (batch.overflow or batch.lost or batch.dirs_gone) and self._on_appeared is not None:
             # Events were lost, or files left with their directory: a scan of the source
             # finds what changed (it costs one stat per unchanged file).
             self._on_appeared(self.source, self.root)
@@ -210,7 +216,12 @@ class RootWatcher:
             self.error = _unreadable(tree)
 
     def _fall_back_to_polling(self, exc: OSError) -> None:
+        # Said at once: the watch in place no longer covers the whole root. What it missed
+        # (new directories left unwatched, a read drained and dropped) is caught up once
+        # polling has started.
+        self.state, self.backend = "polling", "poll"
         self._force_polling = True
+        self._lost = True
         self.error = f"{exc}; falling back to polling (raise fs.inotify.max_user_watches)"
         log.warning("watch.limit_polling", source=self.source, root=str(self.root), error=str(exc))
 
@@ -253,10 +264,12 @@ class RootWatcher:
                 self._fall_back_to_polling(exc)
                 return
             self.error = str(exc)
+            self._lost = True
             log.error("watch.failed", source=self.source, root=str(self.root), error=str(exc))
             await _sleep_or_stop(stop, 5.0)
         except Exception as exc:  # watchfiles' own runtime errors: rebuild rather than die
             self.error = f"{type(exc).__name__}: {exc}"
+            self._lost = True
             log.error("watch.failed", source=self.source, root=str(self.root), error=self.error)
             await _sleep_or_stop(stop, 5.0)
         finally:

@@ -51,6 +51,7 @@ __all__ = [
     "looks_like_object",
     "parse_timestamp_ms",
     "short_hash",
+    "symlinked_below",
 ]
 
 Pricing = Literal["anthropic", "openai"]
@@ -351,6 +352,23 @@ def short_hash(data: str | bytes) -> str:
     """A short stable digest used to build keys for lines that carry no id of their own."""
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def symlinked_below(root: Path, directory: Path) -> bool:
+    """Whether ``directory`` is reached from ``root`` through a symlinked directory (itself
+    included; ``root`` itself may be one).
+
+    What is reached that way is not inside the root: no scan enters a symlinked directory, nor
+    does the watcher, so a file is never tracked under two paths.
+    """
+    if not directory.is_relative_to(root):
+        return False
+    d = root
+    for part in directory.relative_to(root).parts:
+        d = d / part
+        if os.path.islink(d):
+            return True
+    return False
 
 
 def _walk(top: str, suffixes: tuple[str, ...], out: list[str]) -> None:

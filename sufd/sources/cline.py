@@ -103,9 +103,11 @@ class ClineFamily(Source):
         return path.name == UI_MESSAGES and path.parent.parent.name == "tasks"
 
     def scan(self, root: Path) -> Iterator[Path]:
-        """One file per task directory (the task trees are not walked)."""
+        """One file per task directory (the task trees are not walked, nor symlinked task
+        directories entered: the watcher does not enter them either)."""
         if root.is_dir():
-            yield from (p for p in sorted(root.glob(f"*/{UI_MESSAGES}")) if p.is_file())
+            found = sorted(root.glob(f"*/{UI_MESSAGES}"))
+            yield from (p for p in found if p.is_file() and not p.parent.is_symlink())
 
     def prefer(self, new: Record, new_cost: float, old: Record, old_cost: float) -> bool:
         """Rows are rewritten in place: the newer read wins whenever a value differs."""

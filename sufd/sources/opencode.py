@@ -75,7 +75,14 @@ import orjson
 from sufd.errors import SourceBusy, SourceError
 from sufd.prices import PriceTable, anthropic_cost
 from sufd.settings import Settings
-from sufd.sources.base import FileContext, Malformed, Record, Source, database_signature
+from sufd.sources.base import (
+    FileContext,
+    Malformed,
+    Record,
+    Source,
+    database_signature,
+    symlinked_below,
+)
 from sufd.sources.gemini import find_price
 
 __all__ = ["PENDING_MAX_AGE_MS", "SWEEP_EVERY_S", "KiloCli", "OpenCode", "candidates"]
@@ -138,7 +145,9 @@ class OpenCode(Source):
         if (db := self.database(root)) is not None:
             yield db
         store = root / "storage" / "message"
-        if self.json_fallback and store.is_dir():
+        # rglob enters no symlinked directory below the store; nor is the store itself read
+        # through one (the watcher does not enter them).
+        if self.json_fallback and store.is_dir() and not symlinked_below(root, store):
             yield from sorted(p for p in store.rglob("*.json") if p.is_file())
 
     def database(self, root: Path) -> Path | None:
