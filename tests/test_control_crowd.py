@@ -129,6 +129,13 @@ def read_reply(f: Any) -> dict[str, Any]:
     return obj
 
 
+def quiet() -> None:
+    """Give the daemon a moment to finish with connections that just closed (start-up's
+    ``hello`` and ``status``, an earlier ``sufctl``): a crowd connected while one still held a
+    slot would leave the daemon a slot short of the lock-out these tests reproduce."""
+    time.sleep(0.5)
+
+
 def assert_priority_verbs_answer(h: Harness, daemon: DaemonProcess, when: str) -> None:
     """``sufctl status`` and ``sufctl ping`` succeed (exit 0 within their 5 s timeout)."""
     for verb, expected in (
@@ -150,8 +157,10 @@ def test_status_and_ping_get_through_hundreds_of_idle_clients(harness: Harness) 
     h = harness
     daemon = h.start()
     with crowd(h) as c:
+        quiet()
         c.connect_idle(16)
         assert_priority_verbs_answer(h, daemon, "16 idle clients")
+        quiet()
         c.connect_idle(300)
         assert_priority_verbs_answer(h, daemon, "316 idle clients")
         # More than it keeps open: the one waiting longest was told why, then closed cleanly.
@@ -170,6 +179,7 @@ def test_status_and_ping_get_through_many_tail_streams(harness: Harness) -> None
     append_lines(path, session.user(0))
     daemon = h.start()
     with crowd(h) as c:
+        quiet()
         c.open_tails(16)
         assert_priority_verbs_answer(h, daemon, "16 tail streams")
         c.open_tails(8)
@@ -192,6 +202,7 @@ def test_shutdown_gets_through_idle_and_streaming_clients(harness: Harness) -> N
     h = harness
     daemon = h.start()
     with crowd(h) as c:
+        quiet()
         c.open_tails(16)
         c.connect_idle(216)
         proc = h.ctl("shutdown", "--timeout", "5")
