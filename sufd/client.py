@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sufd.errors import ControlError
 from sufd.protocol import MAX_LINE, PROTOCOL
 
 __all__ = [
+    "DaemonBusy",
     "DaemonNotRunning",
     "DaemonError",
     "DaemonUnreachable",
@@ -43,6 +45,10 @@ class DaemonError(ControlError):
         self.code = code
 
 
+class DaemonBusy(DaemonError):
+    """The daemon runs but turned the request away for now (``busy``): try again shortly."""
+
+
 def _connect(path: Path, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -60,10 +66,38 @@ def _connect(path: Path, timeout: float) -> socket.socket:
     except TimeoutError as exc:
         sock.close()
         raise DaemonUnreachable(f"timed out connecting to {path}") from exc
+    except BlockingIOError:
+        # EAGAIN: the daemon's listen queue is full (a burst of clients it has not accepted
+        # yet). A Unix socket with a timeout does not wait for room, so wait here.
+        sock.close()
+        return _connect_when_queue_has_room(path, timeout)
     except OSError as exc:
         sock.close()
         raise DaemonUnreachable(f"cannot connect to {path}: {exc.strerror or exc}") from exc
     return sock
+
+
+def _connect_when_queue_has_room(path: Path, timeout: float) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        time.sleep(delay)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.connect(os.fspath(path))
+            return sock
+        except BlockingIOError as exc:
+            sock.close()
+            if time.monotonic() + delay >= deadline:
+                raise DaemonUnreachable(
+                    f"sufd at {path} accepted no connection within {timeout:g} s"
+                    " (its queue stayed full)"
+                ) from exc
+            delay = min(delay * 2, 0.1)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _read_line(f: Any, path: Path) -> dict[str, Any]:
@@ -92,6 +126,8 @@ def _check(obj: dict[str, Any]) -> dict[str, Any]:
     code = str(err.get("code", "error"))
     if code == "unsupported_protocol":
         raise DaemonUnreachable(f"daemon protocol mismatch (client {PROTOCOL}): run `sufd restart`")
+    if code == "busy":
+        raise DaemonBusy(code, str(err.get("message", "the daemon is busy")))
     raise DaemonError(code, str(err.get("message", "the daemon reported an error")))
 
 
@@ -103,29 +139,41 @@ def call(
     Raises:
         DaemonNotRunning: nothing listens at ``path``.
         DaemonUnreachable: timeout, permission, garbage or protocol mismatch.
-        DaemonError: the daemon answered with an error.
+        DaemonBusy: the daemon runs but turned the request away for now.
+        DaemonError: the daemon answered with another error.
     """
     sock = _connect(path, timeout)
     with sock, sock.makefile("rb") as f:
-        request = {"v": PROTOCOL, "id": next(_ids), "cmd": cmd, "args": args or {}}
-        try:
-            sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
-        except OSError as exc:
-            raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
+        _send(sock, f, path, cmd, args)
         return _check(_read_line(f, path))
+
+
+def _send(sock: socket.socket, f: Any, path: Path, cmd: str, args: dict[str, Any] | None) -> None:
+    request = {"v": PROTOCOL, "id": next(_ids), "cmd": cmd, "args": args or {}}
+    try:
+        sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+    except OSError as exc:
+        # The daemon may have answered (``busy``) and hung up before the request went out:
+        # that answer, not the broken pipe, is what to report.
+        try:
+            answer = _read_line(f, path)
+        except DaemonUnreachable:
+            raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
+        _check(answer)
+        raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
 
 
 def stream(
     path: Path, cmd: str, args: dict[str, Any] | None = None, *, timeout: float = 5.0
 ) -> Iterator[dict[str, Any]]:
-    """Send a streaming request and yield each pushed event until the daemon closes."""
+    """Send a streaming request and yield each pushed event until the daemon closes.
+
+    Raises:
+        ControlError: as :func:`call`, before the first event.
+    """
     sock = _connect(path, timeout)
     with sock, sock.makefile("rb") as f:
-        request = {"v": PROTOCOL, "id": next(_ids), "cmd": cmd, "args": args or {}}
-        try:
-            sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
-        except OSError as exc:
-            raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
+        _send(sock, f, path, cmd, args)
         _check(_read_line(f, path))
         sock.settimeout(None)
         while True:

@@ -4,7 +4,9 @@ ledger directly (read-only), so they work whether the daemon runs or not.
 Exit codes follow supervisorctl: ``status`` exits 0 when the daemon runs, 3 when it does not,
 4 when its state is unknown (timeout, permission, protocol mismatch); other commands exit 0
 on success, 1 on an error from the daemon, 2 on a usage error, 4 when the daemon cannot be
-reached properly and 7 when it is not running.
+reached properly and 7 when it is not running. Any command the running daemon turns away
+for now (``busy``, e.g. a ``tail`` beyond its stream limit) exits 75 (``EX_TEMPFAIL``: try
+again later).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_STATUS_NOT_RUNNING, EXIT_UNKNOWN, EXIT_NOT_RUNNING = 3, 4, 7
+EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL
 _COMMANDS = frozenset(
     ("report", "statusline", "status", "pause-watcher", "resume-watcher", "rescan", "reload")
     + ("ping", "shutdown", "tail")
@@ -235,6 +238,9 @@ def _control(args: argparse.Namespace) -> int:
     except client.DaemonUnreachable as exc:
         print(f"sufctl: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
+    except client.DaemonBusy as exc:
+        print(f"sufctl: sufd is busy and turned {cmd} away: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except client.DaemonError as exc:
         print(f"sufctl: {cmd} failed: {exc} [{exc.code}]", file=sys.stderr)
         return EXIT_ERROR
