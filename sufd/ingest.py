@@ -8,6 +8,7 @@ goes on with the next file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import stat
@@ -64,6 +65,11 @@ BULK_FLUSH_BYTES = 64 * 1024 * 1024
 BULK_FLUSH_S = 0.25
 # Worker processes pay for themselves only on a large catch-up (a first ingest).
 PREFETCH_MIN_TOTAL_BYTES = 16 * 1024 * 1024
+# A line file's cursor keeps a fingerprint of this many bytes before it (fewer only near the
+# start of the file), read again before reading on: a file rewritten in place (not shorter)
+# no longer has them. Only a new line ending at the same offset with the same last bytes
+# could hide a rewrite, so the span takes in most of a line.
+TAIL_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -181,6 +187,25 @@ class Chunk:
     end: int = 0
     state: dict[str, Any] = field(default_factory=dict)
     final: bool = False  # the last chunk: nothing after ``end`` but a partial line
+    tail: int | None = None  # the fingerprint of the bytes before ``end`` (None: not known)
+
+
+def _fingerprint(window: bytes | None) -> int | None:
+    """The fingerprint a line file's cursor keeps of ``window``, the :data:`TAIL_BYTES` bytes
+    before it (all of them from byte 0 when fewer). A hash: the bytes may be a prompt's."""
+    if window is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(window, digest_size=8).digest(), "big", signed=True)
+
+
+def _window(tail: bytes | None, data: bytes, upto: int) -> bytes | None:
+    """The :data:`TAIL_BYTES` bytes before ``data[upto]``, ``tail`` being those before
+    ``data`` (``None``: not known)."""
+    if upto >= TAIL_BYTES:
+        return data[upto - TAIL_BYTES : upto]
+    if tail is None:
+        return None
+    return (tail + data[:upto])[-TAIL_BYTES:]
 
 
 def parse_lines(
@@ -194,8 +219,14 @@ def parse_lines(
     mode: str,
     chunk_bytes: int,
     chunk_records: int,
+    before: bytes | None = None,
 ) -> Iterable[Chunk]:
     """Parse complete lines from ``start``, yielding a chunk every ``chunk_bytes``/records.
+
+    ``before`` holds the bytes just before ``start`` (:data:`TAIL_BYTES` of them, or all from
+    byte 0): each chunk then carries the fingerprint of the bytes before its end, computed
+    from what was parsed (a rewrite during the read cannot slip in between). Without it, a
+    chunk ending within :data:`TAIL_BYTES` of ``start`` has none.
 
     Lines without any of the source's :attr:`~Source.markers` that look like a JSON object
     are passed over here (see there); everything else goes to ``parse_line``.
@@ -209,11 +240,14 @@ def parse_lines(
     """
     chunk = Chunk(end=start)
     chunk_start = last_end = start
+    # The bytes before ``last_end`` (TAIL_BYTES of them, or all from byte 0), None if unknown.
+    tail = b"" if start == 0 else None if before is None else before[-TAIL_BYTES:]
     parse, prefer, markers = source.parse_line, source.prefer, source.markers
     for run in read_runs(f, start, max_line=max_line):
         data = run.data
         if data is None:
             chunk.malformed.append((run.offset, f"line longer than {max_line} bytes"))
+            tail = None
         else:
             for at in _to_parse(data, markers):
                 end = data.index(b"\n", at)
@@ -232,15 +266,18 @@ def parse_lines(
                 if len(chunk.records) >= chunk_records:
                     last_end = run.offset + end + 1
                     chunk.end, chunk.state = last_end, dict(ctx.state)
+                    chunk.tail = _fingerprint(_window(tail, data, end + 1))
                     yield chunk
                     chunk, chunk_start = Chunk(end=last_end), last_end
+            tail = _window(tail, data, len(data))
         last_end = run.end
         if last_end - chunk_start >= chunk_bytes:
-            chunk.end, chunk.state = last_end, dict(ctx.state)
+            chunk.end, chunk.state, chunk.tail = last_end, dict(ctx.state), _fingerprint(tail)
             yield chunk
             chunk, chunk_start = Chunk(end=last_end), last_end
     chunk.end = last_end
     chunk.state = dict(ctx.state)
+    chunk.tail = _fingerprint(tail)
     chunk.final = True
     yield chunk
 
@@ -600,7 +637,8 @@ class Ingestor:
 
         Documents are rewritten whole (often by atomic rename, so a new inode each time) and
         their carried state belongs to the path. A line file that shrank or is another inode
-        is read again from 0; upserts by key make that safe.
+        is read again from 0; upserts by key make that safe. (One rewritten in place, not
+        shorter, is found only once open: see :meth:`_before_cursor`.)
         """
         same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
         if same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
@@ -649,8 +687,33 @@ class Ingestor:
             cursor.dev, cursor.ino, cursor.mtime_ns = fst.st_dev, fst.st_ino, fst.st_mtime_ns
             if source.kind == "document":
                 self._read_document(source, f, ctx, cursor, result)
-            else:
-                self._read_lines(source, f, fst.st_size, ctx, cursor, result)
+                return
+            before = self._before_cursor(f, cursor)
+            if before is None:
+                result.reset = "rewritten"
+                log.info(
+                    "ingest.file_reset", path=str(path), source=source.name, reason="rewritten"
+                )
+                ctx.state = source.new_state()
+                cursor.offset, before = 0, b""
+            self._read_lines(source, f, fst.st_size, ctx, cursor, result, before)
+
+    @staticmethod
+    def _before_cursor(f: ByteFile, cursor: FileCursor) -> bytes | None:
+        """The bytes just before a line file's cursor, or ``None`` if they are no longer
+        those it was read up to: the file was rewritten in place (or cut short since the
+        ``stat``). One small read per file read; the bytes go on to fingerprint the commits.
+        """
+        if not cursor.offset:
+            return b""
+        want = min(cursor.offset, TAIL_BYTES)
+        f.seek(cursor.offset - want)
+        before = _read_up_to(f, want)
+        if len(before) < want:
+            return None
+        if cursor.tail is not None and _fingerprint(before) != cursor.tail:
+            return None
+        return before
 
     def _read_lines(
         self,
@@ -660,8 +723,12 @@ class Ingestor:
         ctx: FileContext,
         cursor: FileCursor,
         result: FileResult,
+        before: bytes,
     ) -> None:
-        """An append-only source: parse each complete line after the cursor and commit it."""
+        """An append-only source: parse each complete line after the cursor and commit it.
+
+        ``before``: the bytes just before the cursor (see :func:`parse_lines`).
+        """
         start = cursor.offset
         chunks: Iterable[Chunk] | None = None
         if self._prefetch is not None:
@@ -677,6 +744,7 @@ class Ingestor:
                 mode=self.settings.cost_mode,
                 chunk_bytes=BATCH_BYTES,
                 chunk_records=BATCH_RECORDS if self._slice is None else SLICE_RECORDS,
+                before=before,
             )
         end = start
         deadline = None if self._slice is None else time.monotonic() + self._slice
@@ -686,6 +754,7 @@ class Ingestor:
             # Only the last chunk records the size read: a cursor left short of it (stopped
             # by the slice or a shutdown) must not look fully read to the next pass.
             seen = max(size, chunk.end) if chunk.final else chunk.end
+            cursor.tail = chunk.tail
             self._commit(source, batch, ctx, chunk.end, seen, result)
             end = chunk.end
             if self.interrupt.is_set():

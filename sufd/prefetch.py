@@ -57,7 +57,9 @@ MAX_PREFETCH_BYTES = 48 * 1024 * 1024
 # the bytes parsed).
 AHEAD_BYTES = 1024 * 1024
 
-_Chunks = list[tuple[int, dict[str, Any], list[tuple[tuple[Any, ...], float, int]], list[Any]]]
+_Record = tuple[tuple[Any, ...], float, int]
+# Per chunk: its end, carried state, records, malformed lines and tail fingerprint.
+_Chunks = list[tuple[int, dict[str, Any], list[_Record], list[Any], int | None]]
 _Wire = tuple[int, int, _Chunks]  # size and mtime the worker saw, then the chunks
 
 _worker: dict[str, Any] = {}
@@ -280,7 +282,7 @@ def _parse_file(
     dev: int,
     ino: int,
 ) -> _Wire | None:
-    from sufd.ingest import BATCH_BYTES, BATCH_RECORDS, parse_lines
+    from sufd.ingest import BATCH_BYTES, BATCH_RECORDS, TAIL_BYTES, parse_lines
     from sufd.sources.base import FileContext
 
     settings: Settings = _worker["settings"]
@@ -289,6 +291,13 @@ def _parse_file(
         with open(path, "rb") as f:
             fst = os.fstat(f.fileno())
             if (fst.st_dev, fst.st_ino) != (dev, ino):
+                return None
+            # The writer checks these bytes against its cursor before it takes the result;
+            # here they fingerprint the chunks' ends, as the writer's own parse would.
+            want = min(start, TAIL_BYTES)
+            f.seek(start - want)
+            before = f.read(want)
+            if len(before) < want:
                 return None
             ctx = FileContext(path, root, dict(state) or source.new_state())
             chunks = parse_lines(
@@ -301,6 +310,7 @@ def _parse_file(
                 mode=settings.cost_mode,
                 chunk_bytes=BATCH_BYTES,
                 chunk_records=BATCH_RECORDS,
+                before=before,
             )
             wire: _Chunks = [
                 (
@@ -308,6 +318,7 @@ def _parse_file(
                     c.state,
                     [(_GET_FIELDS(pr.record), pr.cost, pr.cost_kind) for pr in c.records],
                     c.malformed,
+                    c.tail,
                 )
                 for c in chunks
             ]
@@ -330,8 +341,9 @@ def _from_wire(wire: _Chunks) -> list[Chunk]:
             malformed=malformed,
             end=end,
             state=state,
+            tail=tail,
         )
-        for end, state, records, malformed in wire
+        for end, state, records, malformed, tail in wire
     ]
     if chunks:
         chunks[-1].final = True  # the whole file was parsed (see parse_lines)

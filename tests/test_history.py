@@ -491,6 +491,7 @@ def test_upgrade_fills_the_per_file_tallies_of_an_existing_ledger(tmp_path: Path
     conn = sqlite3.connect(env.db, isolation_level=None)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        conn.execute("ALTER TABLE files DROP COLUMN tail")  # schema 4
         conn.execute("ALTER TABLE files DROP COLUMN held_events")
         conn.execute("ALTER TABLE files DROP COLUMN held_cost")
         conn.execute("DROP TABLE agg_day")  # schema 3

@@ -138,7 +138,9 @@ def test_waiting_for_one_worker_reads_ahead_from_the_other_up_to_the_bound() -> 
     def fast_worker() -> None:
         with contextlib.suppress(OSError):  # the test closed the reading end
             for index in range(1, 2 * count, 2):
-                fast_writer.send_bytes(marshal.dumps((index, (0, 0, [(0, {}, [], [payload])]))))
+                fast_writer.send_bytes(
+                    marshal.dumps((index, (0, 0, [(0, {}, [], [payload], None)])))
+                )
                 sent.append(index)
 
     def slow_worker() -> None:
@@ -161,11 +163,13 @@ def test_waiting_for_one_worker_reads_ahead_from_the_other_up_to_the_bound() -> 
         assert _wait_for(slow, 0, [slow, fast]) == (0, 0, [])
         read_ahead = fast._queued
         sent_so_far = len(sent)
-        one = len(marshal.dumps((1, (0, 0, [(0, {}, [], [payload])]))))
+        one = len(marshal.dumps((1, (0, 0, [(0, {}, [], [payload], None)]))))
         assert AHEAD_BYTES <= read_ahead < AHEAD_BYTES + one
         # What was read ahead is not lost: every result comes in order.
         for index in range(1, 2 * count, 2):
-            assert _wait_for(fast, index, [slow, fast]) == (0, 0, [(0, {}, [], [payload])]), index
+            assert _wait_for(fast, index, [slow, fast]) == (0, 0, [(0, {}, [], [payload], None)]), (
+                index
+            )
     finally:
         fast_reader.close()  # a fast worker still sending gets an error instead of waiting
         for t in threads:

@@ -122,7 +122,12 @@ class Bulk:
 
 @dataclass(slots=True)
 class FileCursor:
-    """Where ingest of one file stands: its identity, size and the offset read up to."""
+    """Where ingest of one file stands: its identity, size and the offset read up to.
+
+    ``tail`` (line files): a fingerprint of the bytes just before ``offset`` as they were
+    read, to tell a file rewritten in place from one appended to (see
+    ``sufd.ingest.TAIL_BYTES``); ``None`` when not known.
+    """
 
     file_id: int
     source: str
@@ -133,6 +138,7 @@ class FileCursor:
     offset: int
     state: dict[str, Any]
     gone: bool = False
+    tail: int | None = None
 
 
 class PricedRecord(NamedTuple):
@@ -332,7 +338,10 @@ class Ledger:
 
         One query for all of them keeps a no-change scan cheap.
         """
-        sql = "SELECT id, source, path, dev, ino, size, mtime_ns, offset, state, gone FROM files"
+        sql = (
+            "SELECT id, source, path, dev, ino, size, mtime_ns, offset, state, gone, tail"
+            " FROM files"
+        )
         rows = (
             self.conn.execute(sql + " WHERE path = ?", (path,)).fetchall()
             if path is not None
@@ -349,6 +358,7 @@ class Ledger:
                 r[7],
                 orjson.loads(r[8]) if r[8] else {},
                 bool(r[9]),
+                r[10],
             )
             for r in rows
         }
@@ -805,8 +815,8 @@ class Ledger:
             new_bad = 0
         self.conn.execute(
             "UPDATE files SET dev = ?, ino = ?, size = ?, mtime_ns = ?, offset = ?, state = ?,"
-            " events = events + ?, malformed = malformed + ?, error = ?, gone = 0, updated_ms = ?"
-            " WHERE id = ?",
+            " tail = ?, events = events + ?, malformed = malformed + ?, error = ?, gone = 0,"
+            " updated_ms = ? WHERE id = ?",
             (
                 c.dev,
                 c.ino,
@@ -814,6 +824,7 @@ class Ledger:
                 c.mtime_ns,
                 c.offset,
                 orjson.dumps(c.state).decode() if c.state else None,
+                c.tail,
                 inserted,
                 max(new_bad, 0),
                 batch.error,

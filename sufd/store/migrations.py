@@ -183,10 +183,18 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Per line file, a fingerprint of the bytes just before its cursor, so that a file
+    rewritten in place (same inode, not shorter) is noticed and read again. ``NULL`` (every
+    file until its next read) means nothing to compare."""
+    conn.execute("ALTER TABLE files ADD COLUMN tail INTEGER")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial ledger: files, events, aggregates", _v1),
     ("per-file events and cost held in the ledger", _v2),
     ("sums per local day for the zones reports use", _v3),
+    ("a fingerprint of what each line file was read up to", _v4),
 ]
 
 
