@@ -22,6 +22,7 @@ from sufd.errors import ConfigError, SufdError
 from sufd.runtime import AlreadyRunning
 
 if TYPE_CHECKING:
+    from sufd.runtime import DaemonLocks
     from sufd.settings import Settings
 
 __all__ = ["main"]
@@ -236,7 +237,9 @@ def _run_detached(settings: Settings, config: Path | None) -> int:
     """``sufd run --daemon``: detach with python-daemon, then run as usual.
 
     Refused under a service manager: launchd and systemd must supervise the foreground
-    process, and a forking child would be seen as a crash.
+    process, and a forking child would be seen as a crash. The daemon's locks are taken
+    before detaching and kept across the fork, so a daemon already serving the ledger (or
+    the socket) is reported here, with exit code 75, not in a log after a silent exit 0.
     """
     markers = [k for k in ("INVOCATION_ID", "NOTIFY_SOCKET") if settings.env.get(k)]
     if settings.env.get("XPC_SERVICE_NAME", "0") != "0":
@@ -247,26 +250,36 @@ def _run_detached(settings: Settings, config: Path | None) -> int:
 
     import daemon  # python-daemon
 
+    from sufd.runtime import DaemonLocks, prepare_runtime_dir
     from sufd.store import private_dir
 
     log_dir = settings.paths.log_dir
     private_dir(log_dir)
     private_dir(settings.paths.state_dir)
-    out = open(log_dir / "sufd.stderr.log", "a", encoding="utf-8")  # noqa: SIM115 - owned by the daemon
-    context = daemon.DaemonContext(
-        detach_process=True,
-        umask=0o077,
-        working_directory=str(settings.paths.state_dir),
-        stdout=out,
-        stderr=out,
-        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
-    )
+    prepare_runtime_dir(settings.paths.runtime_dir)
+    locks = DaemonLocks.of(settings.paths)
+    locks.acquire()
+    try:
+        out = open(log_dir / "sufd.stderr.log", "a", encoding="utf-8")  # noqa: SIM115 - owned by the daemon
+        context = daemon.DaemonContext(
+            detach_process=True,
+            umask=0o077,
+            working_directory=str(settings.paths.state_dir),
+            stdout=out,
+            stderr=out,
+            files_preserve=locks.fds,
+            signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+        )
+        context.open()
+    except BaseException:
+        locks.release()
+        raise
     with context:
-        # Logging, the lock and the watchers all start after the fork.
-        return _run(settings, config)
+        # Logging and the watchers start after the fork; the locks were kept across it.
+        return _run(settings, config, locks)
 
 
-def _run(settings: Settings, config: Path | None) -> int:
+def _run(settings: Settings, config: Path | None, locks: DaemonLocks | None = None) -> int:
     from sufd import logs
     from sufd.daemon import Daemon
 
@@ -276,7 +289,7 @@ def _run(settings: Settings, config: Path | None) -> int:
     problem = logs.configure(
         settings.log_level, mode="daemon", log_dir=settings.paths.log_dir, env=settings.env
     )
-    daemon = Daemon(settings, config_path=config, log_problem=problem)
+    daemon = Daemon(settings, config_path=config, log_problem=problem, locks=locks)
     return daemon.run()
 
 

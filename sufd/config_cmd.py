@@ -84,7 +84,7 @@ def show(settings: Settings, *, as_json: bool) -> int:
 
 
 def _origin_guess(key: str, settings: Settings) -> str:
-    if key in ("paths.socket", "paths.config"):
+    if key in ("paths.socket", "paths.lock", "paths.config"):
         return "derived"
     return "default"
 

@@ -28,7 +28,7 @@ from sufd.logger import get_logger
 from sufd.notify import Notifier
 from sufd.prices import PriceTable
 from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
-from sufd.runtime import AlreadyRunning, InstanceLock, UnsafeRuntimeDir, prepare_runtime_dir
+from sufd.runtime import AlreadyRunning, DaemonLocks, UnsafeRuntimeDir, prepare_runtime_dir
 from sufd.settings import KNOWN_SOURCES, Settings, load
 from sufd.sources import enabled_sources
 from sufd.stalls import IoGuard, Stall
@@ -103,6 +103,7 @@ class Daemon(StoreKeeper):
         config_path: Path | None = None,
         watcher_factory: Callable[..., RootWatcher] = RootWatcher,
         log_problem: str | None = None,
+        locks: DaemonLocks | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -123,7 +124,8 @@ class Daemon(StoreKeeper):
         self._wake = asyncio.Event()
         self._pending = _Pending()
         self._reload_requested = False
-        self._lock = InstanceLock(settings.paths.lock)
+        # Taken already when ``sufd run --daemon`` locked before detaching.
+        self._lock = locks or DaemonLocks.of(settings.paths)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sufd-writer")
         self._ingestor: Ingestor | None = None
         self._write_conn: sqlite3.Connection | None = None
@@ -812,6 +814,7 @@ class Daemon(StoreKeeper):
         return {
             "state": state if self.phase == "running" else self.phase,
             "pid": os.getpid(),
+            "db": str(db),
             "uptime_s": int(time.monotonic() - self._started),
             "version": __version__,
             "protocol": PROTOCOL,
@@ -901,7 +904,7 @@ class Daemon(StoreKeeper):
             day_ms=(start, end),
             now_ms=int(now * 1000),
         )
-        return {**numbers, "text": format_line(numbers)}
+        return {**numbers, "text": format_line(numbers), "db": str(self.settings.paths.db)}
 
     async def _cmd_ingest(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """``sufd ingest`` with the daemon running: the daemon, the one writer, runs a full

@@ -1,7 +1,13 @@
-"""The runtime directory (socket, lock) and the single-instance lock.
+"""The runtime directory (socket, lock) and the daemon's two locks.
 
 The directory must be owned by us, not a symlink, and closed to group and others; anything
 else could let another user talk to or impersonate the daemon, so it is refused.
+
+A daemon holds two locks, each an ``flock`` (:class:`DaemonLocks`): one beside its ledger,
+so there is one daemon per ledger file whatever runtime directory each was given, and one
+beside its socket, so a daemon never takes over the socket another one serves. Neither is
+taken on the ledger file itself: SQLite's own POSIX locks on it are dropped when the
+process closes *any* descriptor of that file.
 """
 
 from __future__ import annotations
@@ -11,12 +17,18 @@ import fcntl
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sufd.errors import SufdError
 
+if TYPE_CHECKING:
+    from sufd.settings import Paths
+
 __all__ = [
     "AlreadyRunning",
+    "DaemonLocks",
     "InstanceLock",
+    "SocketInUse",
     "UnsafeRuntimeDir",
     "prepare_runtime_dir",
     "read_lock_pid",
@@ -28,12 +40,15 @@ class UnsafeRuntimeDir(SufdError):
 
 
 class AlreadyRunning(SufdError):
-    """Another daemon of this user holds the lock."""
+    """Another daemon holds a lock this one needs (``pid`` when known)."""
 
-    def __init__(self, pid: int | None, lock: Path) -> None:
-        who = f"pid {pid}" if pid else "another process"
-        super().__init__(f"sufd is already running ({who}, lock {lock})")
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
         self.pid = pid
+
+
+class SocketInUse(AlreadyRunning):
+    """The control socket is served by the daemon of another ledger."""
 
 
 def prepare_runtime_dir(path: Path) -> None:
@@ -66,24 +81,47 @@ def prepare_runtime_dir(path: Path) -> None:
 
 
 class InstanceLock:
-    """An ``flock`` on ``sufd.lock``: released by the kernel when the process dies."""
+    """An ``flock`` on a lock file holding our pid: released by the kernel when the process
+    dies, so it never goes stale."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`AlreadyRunning` naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
+        """Take the lock (writing our pid into it); when already held by this object, just
+        write our pid again (the daemon after detaching is another process).
+
+        Raises:
+            AlreadyRunning: another process holds it (its pid, when written yet).
+        """
+        if self._fd is not None:
+            self._write_pid(self._fd)
+            return
+        # A holder that stops unlinks the file while still holding it; a lock won on that
+        # unlinked file would lock nothing, so take it again on the file now at the path.
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                who = f"pid {pid}" if pid else "another process"
+                raise AlreadyRunning(f"{self.path} is locked by {who}", pid) from None
+            self._fd = fd
+            if self.intact():
+                break
+            self._fd = None
             os.close(fd)
-            raise AlreadyRunning(pid, self.path) from None
+        else:
+            raise SufdError(f"{self.path} keeps being replaced while it is locked")
+        self._write_pid(fd)
+
+    @staticmethod
+    def _write_pid(fd: int) -> None:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     @property
     def fd(self) -> int | None:
@@ -126,6 +164,111 @@ class InstanceLock:
                 self.path.unlink()
         os.close(self._fd)
         self._fd = None
+
+
+class DaemonLocks:
+    """The two locks of one daemon: its ledger's (``<ledger>.lock``: one daemon per ledger)
+    and its socket's (``sufd.lock`` beside ``sufd.sock``: one daemon per socket).
+
+    Taken before detaching by ``sufd run --daemon`` (so a refusal reaches the terminal) and
+    kept across the fork; :meth:`acquire` in the detached process then only writes its pid.
+    """
+
+    def __init__(self, db: Path, ledger_lock: Path, socket: Path, socket_lock: Path) -> None:
+        self.db = db
+        self.socket = socket
+        self.ledger = InstanceLock(ledger_lock)
+        self.control = InstanceLock(socket_lock)
+
+    @classmethod
+    def of(cls, paths: Paths) -> DaemonLocks:
+        """The locks of the daemon these paths describe."""
+        return cls(paths.db, paths.lock, paths.socket, paths.socket_lock)
+
+    @property
+    def fds(self) -> list[int]:
+        """The locked descriptors (to keep open across a fork)."""
+        return [fd for fd in (self.ledger.fd, self.control.fd) if fd is not None]
+
+    def acquire(self) -> None:
+        """Take the ledger's lock, then the socket's (the runtime directory must exist).
+
+        Raises:
+            AlreadyRunning: a daemon already serves this ledger (its pid and the ledger named).
+            SocketInUse: the daemon of another ledger serves this socket (both named).
+        """
+        ledger_lock = self.ledger.path
+        ledger_lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.ledger.acquire()
+        except AlreadyRunning as held:
+            who = f"pid {held.pid}" if held.pid else "another process"
+            raise AlreadyRunning(
+                f"sufd is already running for the ledger {self.db} ({who}, lock {ledger_lock})",
+                held.pid,
+            ) from None
+        try:
+            self._acquire_control()
+        except BaseException:
+            self.ledger.release()
+            raise
+
+    def _acquire_control(self) -> None:
+        try:
+            self.control.acquire()
+        except AlreadyRunning as held:
+            raise self._socket_in_use(held.pid) from None
+
+    def _socket_in_use(self, pid: int | None, *, ask: bool = True) -> SocketInUse:
+        who = f"pid {pid}" if pid else "another process"
+        # Not asked from the running daemon's loop (restore), which must not wait on another.
+        other = _served_ledger(self.socket) if ask else None
+        serving = f"serving the ledger {other}" if other else "serving another ledger"
+        return SocketInUse(
+            f"the control socket {self.socket} is in use by another sufd ({who}, {serving});"
+            f" the daemon of the ledger {self.db} needs a runtime directory of its own"
+            " (set paths.runtime_dir or SUFD_RUNTIME_DIR)",
+            pid,
+        )
+
+    def intact(self) -> bool:
+        """Whether both lock files are still the ones we hold (see :meth:`InstanceLock.intact`)."""
+        return self.ledger.intact() and self.control.intact()
+
+    def restore(self) -> None:
+        """Lock a new file in place of each one removed.
+
+        Raises:
+            AlreadyRunning: another daemon started meanwhile and holds a new file.
+        """
+        if not self.ledger.intact():
+            try:
+                self.ledger.restore()
+            except AlreadyRunning as held:
+                raise AlreadyRunning(
+                    f"sufd is already running for the ledger {self.db} (pid {held.pid})", held.pid
+                ) from None
+        if not self.control.intact():
+            try:
+                self.control.restore()
+            except AlreadyRunning as held:
+                raise self._socket_in_use(held.pid, ask=False) from None
+
+    def release(self) -> None:
+        """Drop both locks (the socket's first: the ledger's guards the socket's)."""
+        self.control.release()
+        self.ledger.release()
+
+
+def _served_ledger(socket: Path) -> str | None:
+    """The ledger the daemon answering at ``socket`` serves, if it says (it may be starting)."""
+    from sufd import client
+
+    try:
+        db = client.call(socket, "hello", timeout=1.0).get("db")
+    except SufdError:
+        return None
+    return db if isinstance(db, str) else None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -25,6 +25,7 @@ __all__ = [
     "default_config_path",
     "load",
     "local_zone",
+    "shared_runtime_dir",
 ]
 
 APP_NAME = "sufd"
@@ -56,16 +57,25 @@ class Paths(NamedTuple):
     log_dir: Path
     runtime_dir: Path
     db: Path
+    # Set by load() in the shared runtime dir: sufd-<hash of the ledger>.sock there.
+    ledger_socket: Path | None = None
 
     @property
     def socket(self) -> Path:
-        """The control socket."""
-        return self.runtime_dir / "sufd.sock"
+        """The control socket: ``runtime_dir/sufd.sock``, or named after the ledger in the
+        shared runtime dir (see :func:`load`)."""
+        return self.ledger_socket or self.runtime_dir / "sufd.sock"
+
+    @property
+    def socket_lock(self) -> Path:
+        """The lock of the socket (one daemon per socket): ``sufd.lock`` beside ``sufd.sock``."""
+        return self.socket.with_suffix(".lock")
 
     @property
     def lock(self) -> Path:
-        """The single-instance lock file."""
-        return self.runtime_dir / "sufd.lock"
+        """The lock of the ledger (one daemon per ledger file): beside the ledger's resolved
+        path, so every path naming the same file names the same lock."""
+        return Path(os.path.realpath(self.db) + ".lock")
 
     def as_dict(self) -> dict[str, str]:
         """Plain strings, for ``sufd paths --json`` and the config writer."""
@@ -77,6 +87,7 @@ class Paths(NamedTuple):
             "log_dir": str(self.log_dir),
             "runtime_dir": str(self.runtime_dir),
             "socket": str(self.socket),
+            "lock": str(self.lock),
         }
 
 
@@ -156,7 +167,9 @@ def load(
         lambda: _default_runtime_dir(env, home, platform),
     )
     db = res.path("paths.db", "SUFD_DB", paths_tbl, lambda: data_dir / "ledger.sqlite3")
-    paths = Paths(path, data_dir, state_dir, log_dir, runtime_dir, db)
+    paths = Paths(
+        path, data_dir, state_dir, log_dir, runtime_dir, db, _ledger_socket(runtime_dir, db, env)
+    )
 
     ingest_tbl = res.table("ingest")
     cost_mode = res.choice("ingest.cost_mode", "SUFD_COST_MODE", ingest_tbl, "auto", COST_MODES)
@@ -434,6 +447,33 @@ def _default_log_dir() -> Path:
     return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
 
 
+def shared_runtime_dir(env: Mapping[str, str]) -> Path:
+    """The runtime dir used when there is no private one (no usable ``XDG_RUNTIME_DIR``, or
+    a path too long for a socket): ``/tmp/sufd-$UID``, or ``SUFD_SHARED_RUNTIME_DIR``.
+
+    Every HOME and config of the user without a private runtime dir lands here, so the
+    sockets in it are named after their ledgers (see :func:`load`).
+    """
+    if env.get("SUFD_SHARED_RUNTIME_DIR"):
+        return _expand(env["SUFD_SHARED_RUNTIME_DIR"], env)
+    return Path(f"/tmp/{APP_NAME}-{os.getuid()}")
+
+
+def _ledger_socket(runtime_dir: Path, db: Path, env: Mapping[str, str]) -> Path | None:
+    """In the shared runtime dir, ``sufd-<hash of the ledger's resolved path>.sock``, so the
+    daemon of each ledger has a socket of its own; elsewhere ``None`` (``sufd.sock``).
+
+    Decided by the directory, not by where its value came from: ``sufd install`` writes the
+    resolved runtime dir into the config, and the socket must not move when it does.
+    """
+    if runtime_dir != shared_runtime_dir(env):
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(db))).hexdigest()[:16]
+    return runtime_dir / f"{APP_NAME}-{digest}.sock"
+
+
 def _default_runtime_dir(env: Mapping[str, str], home: Path, platform: str) -> Path:
     uid = os.getuid()
     if platform == "darwin":
@@ -442,10 +482,10 @@ def _default_runtime_dir(env: Mapping[str, str], home: Path, platform: str) -> P
     else:
         xdg = env.get("XDG_RUNTIME_DIR", "")
         xdg_ok = bool(xdg) and os.path.isabs(xdg) and _owned_private_dir(Path(xdg), uid)
-        candidate = Path(xdg) / APP_NAME if xdg_ok else Path(f"/tmp/{APP_NAME}-{uid}")
+        candidate = Path(xdg) / APP_NAME if xdg_ok else shared_runtime_dir(env)
     # sockaddr_un.sun_path is 104 bytes on macOS; keep room for "/sufd.sock".
     if len(os.fsencode(candidate / "sufd.sock")) > 100:
-        candidate = Path(f"/tmp/{APP_NAME}-{uid}")
+        candidate = shared_runtime_dir(env)
     return candidate
 
 

@@ -379,15 +379,39 @@ def test_runtime_dir_removed_by_a_cleaner(harness: Harness) -> None:
     exactly_once(h, turns.written)
 
 
-def test_runtime_dir_removed_and_another_daemon_started(harness: Harness) -> None:
-    """Frozen (SIGSTOP) over its heartbeat, the first daemon cannot put the lock back before
-    a second one takes it: on waking it must leave, not steal the socket."""
+def test_runtime_dir_removed_is_no_opening_for_a_second_daemon_of_the_ledger(
+    harness: Harness,
+) -> None:
+    """The lock of the ledger lives beside it, not in the runtime dir: while a cleaner's
+    removal leaves the frozen (SIGSTOP) daemon without socket, a second daemon of the same
+    ledger is still refused, and the first one, woken, serves again (issue 12 item 10)."""
     h = harness
     first = h.start()
     first.signal(19)  # SIGSTOP
     try:
         shutil.rmtree(h.runtime_dir)
-        second = h.start()
+        second = h.spawn()
+        rc = second.proc.wait(15)
+    finally:
+        first.signal(18)  # SIGCONT
+    assert rc == 75 and f"pid {first.pid}" in second.output(), second.output()
+    wait_until(lambda: h.ctl("status").returncode == 0, 5, interval=0.1, what=h.diagnostics)
+    assert h.call("hello")["pid"] == first.pid
+    assert h.lock.read_text().strip() == str(first.pid)
+    wait_log(h, "control.socket_rebound")
+    assert first.alive()
+
+
+def test_runtime_dir_removed_and_another_daemon_started(harness: Harness) -> None:
+    """Frozen (SIGSTOP) over its heartbeat, the first daemon cannot put the socket's lock
+    back before the daemon of another ledger, given the same runtime dir, takes it: on
+    waking it must leave, not steal the socket."""
+    h = harness
+    first = h.start()
+    first.signal(19)  # SIGSTOP
+    try:
+        shutil.rmtree(h.runtime_dir)
+        second = h.start(env={"SUFD_DB": str(h.tmp / "another" / "ledger.sqlite3")})
     finally:
         first.signal(18)  # SIGCONT
     rc = first.proc.wait(10)
