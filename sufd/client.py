@@ -22,7 +22,10 @@ __all__ = [
     "DaemonNotRunning",
     "DaemonError",
     "DaemonUnreachable",
+    "OtherLedger",
     "call",
+    "hello",
+    "same_ledger",
     "stream",
 ]
 
@@ -47,6 +50,30 @@ class DaemonError(ControlError):
 
 class DaemonBusy(DaemonError):
     """The daemon runs but turned the request away for now (``busy``): try again shortly."""
+
+
+class OtherLedger(ControlError):
+    """The daemon answering at the socket serves another ledger than the caller's."""
+
+    def __init__(self, path: Path, pid: object, theirs: str, ours: Path) -> None:
+        super().__init__(
+            f"the sufd at {path} (pid {pid}) serves the ledger {theirs}, not {ours} (the one"
+            " your settings name); the daemon of your ledger is not running there. Give each"
+            " configuration its own paths.runtime_dir, or stop that daemon."
+        )
+        self.pid = pid
+        self.theirs = theirs
+        self.ours = ours
+
+
+def same_ledger(theirs: str, ours: Path) -> bool:
+    """Whether the ledger path a daemon reports is the file ``ours`` names."""
+    if theirs == str(ours):
+        return True
+    try:
+        return os.path.samefile(theirs, ours)
+    except OSError:  # not created yet: compare the paths themselves
+        return os.path.realpath(theirs) == os.path.realpath(ours)
 
 
 def _connect(path: Path, timeout: float) -> socket.socket:
@@ -161,6 +188,22 @@ def _send(sock: socket.socket, f: Any, path: Path, cmd: str, args: dict[str, Any
             raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
         _check(answer)
         raise DaemonUnreachable(f"cannot send to sufd at {path}: {exc}") from exc
+
+
+def hello(path: Path, db: Path, *, timeout: float = 5.0) -> dict[str, Any]:
+    """``hello``, checking that the daemon at ``path`` serves the ledger ``db``.
+
+    A daemon too old to say which ledger it serves is taken at its word.
+
+    Raises:
+        OtherLedger: it serves another ledger.
+        DaemonNotRunning, DaemonUnreachable, DaemonError: as :func:`call`.
+    """
+    info = call(path, "hello", timeout=timeout)
+    theirs = info.get("db")
+    if isinstance(theirs, str) and not same_ledger(theirs, db):
+        raise OtherLedger(path, info.get("pid"), theirs, db)
+    return info
 
 
 def stream(

@@ -6,7 +6,10 @@ Exit codes follow supervisorctl: ``status`` exits 0 when the daemon runs, 3 when
 on success, 1 on an error from the daemon, 2 on a usage error, 4 when the daemon cannot be
 reached properly and 7 when it is not running. Any command the running daemon turns away
 for now (``busy``, e.g. a ``tail`` beyond its stream limit) exits 75 (``EX_TEMPFAIL``: try
-again later).
+again later). Every command exits 6 when the daemon at the socket serves another ledger than
+the one the settings name (nothing is sent to it), and 78 (``EX_CONFIG``) when the
+configuration is invalid: never a fallback to default paths, which could reach the daemon of
+another configuration.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-EXIT_STATUS_NOT_RUNNING, EXIT_UNKNOWN, EXIT_NOT_RUNNING = 3, 4, 7
+EXIT_STATUS_NOT_RUNNING, EXIT_UNKNOWN, EXIT_OTHER_LEDGER, EXIT_NOT_RUNNING = 3, 4, 6, 7
 EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL
+EXIT_CONFIG = 78
 _COMMANDS = frozenset(
     ("report", "statusline", "status", "pause-watcher", "resume-watcher", "rescan", "reload")
     + ("ping", "shutdown", "tail")
@@ -140,7 +144,7 @@ def _add_control_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         sources=True,
     )
     verb("rescan", "compare every file with its cursor now and ingest what is new", sources=True)
-    verb("reload", "re-read the config file (an invalid one keeps the running config)")
+    verb("reload", "re-read the config file (an invalid one: exit 78, the daemon keeps its own)")
     verb("ping", "check that the daemon answers")
     verb("shutdown", "stop the daemon (under a service manager prefer `sufd stop`)")
     tail = verb("tail", "stream usage events live as the daemon commits them")
@@ -178,11 +182,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             return statusline_main(extra)
         return _control(args)
+    except _BadSettings as exc:
+        print(f"sufctl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except SufdError as exc:
         print(f"sufctl: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
+
+
+class _BadSettings(SufdError):
+    """The configuration (file, environment) cannot be resolved: exit 78, not a usage error."""
+
+
+def _settings(config: Path | None) -> Settings:
+    from sufd.settings import load
+
+    try:
+        return load(config)
+    except ConfigError as exc:
+        raise _BadSettings(str(exc)) from exc
 
 
 def parse_duration(text: str) -> float:
@@ -205,15 +225,13 @@ def parse_duration(text: str) -> float:
 
 def _control(args: argparse.Namespace) -> int:
     from sufd import client
-    from sufd.settings import KNOWN_SOURCES, load
+    from sufd.settings import KNOWN_SOURCES
 
-    try:
-        socket_path = load(args.config).paths.socket
-    except ConfigError as exc:
-        # A broken config file must not cut the client off from a daemon that still runs on
-        # the previous one (and tells what is wrong with the new one on `reload`).
-        print(f"sufctl: warning: {exc}; using the default paths", file=sys.stderr)
-        socket_path = load(Path(os.devnull)).paths.socket
+    # A broken config is an error, never a fallback to the default paths: those may lead to
+    # the daemon of another configuration (the shared runtime dir), which `reload` would
+    # then reload. The running daemon keeps its configuration meanwhile.
+    paths = _settings(args.config).paths
+    socket_path, db = paths.socket, paths.db
     cmd = args.command
     call_args: dict[str, object] = {}
     if hasattr(args, "sources"):
@@ -227,9 +245,16 @@ def _control(args: argparse.Namespace) -> int:
         call_args["reason"] = args.reason
         call_args["pid"] = os.getpid()
     try:
+        # Which daemon answers: one serving another ledger gets nothing but this question.
+        client.hello(socket_path, db, timeout=args.timeout)
         if cmd == "tail":
             return _tail(socket_path, args)
         result = client.call(socket_path, cmd, call_args, timeout=args.timeout)
+    except client.OtherLedger as exc:
+        print(f"sufctl: {exc}", file=sys.stderr)
+        if cmd == "status" and args.json:
+            print(json.dumps({"state": "other-ledger", "db": str(db), "daemon_db": exc.theirs}))
+        return EXIT_OTHER_LEDGER
     except client.DaemonNotRunning as exc:
         print(f"sufctl: {exc}", file=sys.stderr)
         if cmd == "status" and args.json:
@@ -292,9 +317,12 @@ def render_status(st: dict[str, object]) -> str:
     missing = sum(1 for r in roots if r.get("state") == "missing")
     state = str(st.get("state", "unknown"))
     uptime = _uptime(int(str(st.get("uptime_s", 0))))
+    store = st.get("store") or {}
+    assert isinstance(store, dict)
     lines = [
         f"{'sufd':<11} {'RUNNING':<9} pid {st.get('pid')}, uptime {uptime}, {state},"
-        f" watching {watching}/{len(roots)} roots ({missing} missing)"
+        f" watching {watching}/{len(roots)} roots ({missing} missing)",
+        f"{'ledger':<11} {st.get('db') or store.get('path') or '-'}",
     ]
     for src in sources:
         lines.append(
@@ -315,8 +343,6 @@ def render_status(st: dict[str, object]) -> str:
     lines += _history_lines(sources, st.get("history"))
     cycle = st.get("last_cycle") or {}
     assert isinstance(cycle, dict)
-    store = st.get("store") or {}
-    assert isinstance(store, dict)
     lag = cycle.get("lag_ms")
     lines.append(
         f"last cycle  {cycle.get('kind') or '-'}: {cycle.get('files', 0)} files,"
@@ -400,7 +426,7 @@ def _report(args: argparse.Namespace) -> int:
     from sufd.freshness import freshness
     from sufd.report import ReportQuery, build_report, parse_day
 
-    settings = settings_mod.load(args.config)
+    settings = _settings(args.config)
     zone_name = args.timezone or settings_mod.local_zone(settings)
     try:
         zone = ZoneInfo(zone_name)

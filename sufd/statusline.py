@@ -50,7 +50,7 @@ def _read_input() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _from_daemon(socket_path: str, session: str | None) -> dict[str, Any] | None:
+def _from_daemon(socket_path: str, session: str | None, db: str) -> dict[str, Any] | None:
     import socket
 
     try:
@@ -66,7 +66,23 @@ def _from_daemon(socket_path: str, session: str | None) -> dict[str, Any] | None
     except (OSError, ValueError):
         return None
     result = reply.get("result") if isinstance(reply, dict) and reply.get("ok") else None
-    return dict(result) if isinstance(result, dict) else None
+    if not isinstance(result, dict):
+        return None
+    theirs = result.get("db")
+    if isinstance(theirs, str) and not _same_file(theirs, db):
+        return None  # the daemon of another ledger answers here: read ours instead
+    return dict(result)
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _from_store(db: str, session: str | None, now: float) -> dict[str, Any] | None:
@@ -112,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket_path = socket_path or str(paths.socket)
         db = db or str(paths.db)
     now = time.time()
-    numbers = _from_daemon(socket_path, session) or _from_store(db, session, now)
+    numbers = _from_daemon(socket_path, session, db) or _from_store(db, session, now)
     if numbers is None:
         print("sufd · no ledger yet")
         return 0

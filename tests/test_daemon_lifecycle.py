@@ -206,16 +206,18 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(harness: Harness) -> None
     wait_until(lambda: h.has_events([ev]), 5.0, what="ingest after a failed reload")
 
 
-def test_sufctl_reload_with_a_broken_config_exits_1(harness: Harness) -> None:
+def test_sufctl_reload_with_a_broken_config_exits_78(harness: Harness) -> None:
+    """sufctl cannot tell which daemon its broken config means, so it asks none (issue 12
+    item 10; the daemon's own check of a reload is covered by the SIGHUP test above)."""
     h = harness
     daemon = h.start()
     h.write_config(BROKEN_TOML)
     proc = h.ctl("reload")
-    assert proc.returncode == 1, f"sufctl reload: exit {proc.returncode}\n{proc.stderr}"
+    assert proc.returncode == EXIT_CONFIG, f"sufctl reload: exit {proc.returncode}\n{proc.stderr}"
     assert "invalid TOML" in proc.stderr and str(h.config_file) in proc.stderr, proc.stderr
-    assert "keeping the previous configuration" in proc.stderr, proc.stderr
     assert daemon.alive()
-    assert h.log_events("config.reload_failed")
+    assert h.call("hello")["pid"] == daemon.pid
+    assert not h.log_events("config.reload_failed") and not h.log_events("config.reloaded")
 
 
 def test_broken_config_at_start_exits_78(harness: Harness) -> None:

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 READY_TIMEOUT_S = 15.0
+_EXIT_RUNNING = 75  # `sufd run`: another daemon holds the ledger's or the socket's lock
 Echo = Callable[[str], None]
 
 _CONFIG_HEADER = """\
@@ -261,6 +262,7 @@ def uninstall(
             p.log_dir,
             p.data_dir,
             p.db,
+            p.lock,
         ]
         present = [t for t in dict.fromkeys(targets) if t.exists()]
         if not present:
@@ -278,14 +280,20 @@ def uninstall(
 
 
 def wait_ready(settings: Settings, timeout: float) -> bool:
-    """Poll ``hello`` until the daemon answers or ``timeout`` passes."""
+    """Poll ``hello`` until the daemon of this ledger answers or ``timeout`` passes.
+
+    Raises:
+        OtherLedger: the daemon answering at the socket serves another ledger.
+    """
     from sufd import client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            client.call(settings.paths.socket, "hello", timeout=1.0)
+            client.hello(settings.paths.socket, settings.paths.db, timeout=1.0)
             return True
+        except client.OtherLedger:
+            raise
         except ControlError:
             time.sleep(0.1)
     return False
@@ -316,11 +324,17 @@ def start(
     echo: Echo = print,
 ) -> int:
     """Start via the service manager when installed, else as a detached background process."""
+    from sufd import client
+    from sufd.runtime import SocketInUse
+
     runner = runner or Runner(echo=echo)
     if not _via_manager(settings, runner, platform, "start"):
-        if wait_ready(settings, 0.2):
-            echo("sufd is already running")
-            return 0
+        try:
+            if wait_ready(settings, 0.2):
+                echo(f"sufd is already running (ledger {settings.paths.db})")
+                return 0
+        except client.OtherLedger as exc:
+            raise SocketInUse(f"sufd cannot start here: {exc}") from None
         _spawn_detached(settings)
     if not wait_ready(settings, READY_TIMEOUT_S):
         raise SufdError(f"sufd did not become ready: {_last_error(settings)}")
@@ -389,6 +403,10 @@ def _spawn_detached(settings: Settings) -> None:
     proc = subprocess.run(
         argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
     )
+    if proc.returncode == _EXIT_RUNNING:
+        from sufd.runtime import AlreadyRunning
+
+        raise AlreadyRunning(proc.stderr.strip().removeprefix("sufd: "))
     if proc.returncode != 0:
         raise SufdError(f"sufd could not start: {proc.stderr.strip() or f'exit {proc.returncode}'}")
 
@@ -402,7 +420,16 @@ def _stop_detached(settings: Settings, echo: Echo, *, dry: bool) -> None:
         echo(f"would stop the daemon (pid {pid or 'unknown'}) over its socket, then SIGTERM")
         return
     try:
+        client.hello(settings.paths.socket, settings.paths.db, timeout=2.0)
         client.call(settings.paths.socket, "shutdown", timeout=2.0)
+    except client.OtherLedger as exc:
+        # Never stop the daemon of another ledger; ours (if any) holds the ledger's lock.
+        echo(f"not stopping the daemon of another ledger: {exc}")
+        if pid is None:
+            echo("sufd is not running")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     except client.DaemonNotRunning:
         if pid is None:
             echo("sufd is not running")
