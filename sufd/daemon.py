@@ -608,10 +608,11 @@ class Daemon(StoreKeeper):
             return
         paths = self.settings.paths
         existed = paths.runtime_dir.is_dir()
+        restored: list[str] = []
         try:
             prepare_runtime_dir(paths.runtime_dir)
             if not lock_ok:
-                self._lock.restore()
+                restored = self._lock.restore()
         except UnsafeRuntimeDir as exc:
             if str(exc) != self._runtime_problem:
                 log.error("runtime.dir_unusable", path=str(paths.runtime_dir), error=str(exc))
@@ -619,14 +620,14 @@ class Daemon(StoreKeeper):
             return
         except AlreadyRunning as exc:
             # Started while our lock file was gone: it has the socket too. One daemon is enough.
-            log.error("runtime.lock_taken", lock=str(paths.lock), other_pid=exc.pid)
+            log.error("runtime.lock_taken", error=str(exc), other_pid=exc.pid)
             self.request_stop()
             return
         self._runtime_problem = None
         if not existed:
             log.warning("runtime.dir_recreated", path=str(paths.runtime_dir))
         if not lock_ok:
-            log.warning("runtime.lock_restored", lock=str(paths.lock), pid=os.getpid())
+            log.warning("runtime.lock_restored", locks=restored, pid=os.getpid())
         if server is not None and not server.socket_ok():
             await server.rebind()
 

@@ -235,12 +235,13 @@ class DaemonLocks:
         """Whether both lock files are still the ones we hold (see :meth:`InstanceLock.intact`)."""
         return self.ledger.intact() and self.control.intact()
 
-    def restore(self) -> None:
-        """Lock a new file in place of each one removed.
+    def restore(self) -> list[str]:
+        """Lock a new file in place of each one removed; return their paths.
 
         Raises:
             AlreadyRunning: another daemon started meanwhile and holds a new file.
         """
+        restored = []
         if not self.ledger.intact():
             try:
                 self.ledger.restore()
@@ -248,11 +249,14 @@ class DaemonLocks:
                 raise AlreadyRunning(
                     f"sufd is already running for the ledger {self.db} (pid {held.pid})", held.pid
                 ) from None
+            restored.append(str(self.ledger.path))
         if not self.control.intact():
             try:
                 self.control.restore()
             except AlreadyRunning as held:
                 raise self._socket_in_use(held.pid, ask=False) from None
+            restored.append(str(self.control.path))
+        return restored
 
     def release(self) -> None:
         """Drop both locks (the socket's first: the ledger's guards the socket's)."""
