@@ -225,7 +225,6 @@ def parse_duration(text: str) -> float:
 
 def _control(args: argparse.Namespace) -> int:
     from sufd import client
-    from sufd.settings import KNOWN_SOURCES
 
     # A broken config is an error, never a fallback to the default paths: those may lead to
     # the daemon of another configuration (the shared runtime dir), which `reload` would
@@ -233,17 +232,7 @@ def _control(args: argparse.Namespace) -> int:
     paths = _settings(args.config).paths
     socket_path, db = paths.socket, paths.db
     cmd = args.command
-    call_args: dict[str, object] = {}
-    if hasattr(args, "sources"):
-        unknown = [s for s in args.sources if s not in KNOWN_SOURCES]
-        if unknown:
-            raise ConfigError(f"unknown source {unknown[0]!r} (known: {', '.join(KNOWN_SOURCES)})")
-        call_args["sources"] = list(args.sources)
-    if cmd == "pause-watcher":
-        if args.duration:
-            call_args["for_s"] = parse_duration(args.duration)
-        call_args["reason"] = args.reason
-        call_args["pid"] = os.getpid()
+    call_args = _call_args(args)
     try:
         # Which daemon answers: one serving another ledger gets nothing but this question.
         client.hello(socket_path, db, timeout=args.timeout)
@@ -276,6 +265,23 @@ def _control(args: argparse.Namespace) -> int:
     else:
         print(_summary(cmd, result))
     return EXIT_OK
+
+
+def _call_args(args: argparse.Namespace) -> dict[str, object]:
+    from sufd.settings import KNOWN_SOURCES
+
+    call_args: dict[str, object] = {}
+    if hasattr(args, "sources"):
+        unknown = [s for s in args.sources if s not in KNOWN_SOURCES]
+        if unknown:
+            raise ConfigError(f"unknown source {unknown[0]!r} (known: {', '.join(KNOWN_SOURCES)})")
+        call_args["sources"] = list(args.sources)
+    if args.command == "pause-watcher":
+        if args.duration:
+            call_args["for_s"] = parse_duration(args.duration)
+        call_args["reason"] = args.reason
+        call_args["pid"] = os.getpid()
+    return call_args
 
 
 def _summary(cmd: str, result: dict[str, object]) -> str:
