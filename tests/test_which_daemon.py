@@ -181,15 +181,24 @@ def test_second_run_daemon_is_refused_before_detaching(harness: Harness, elsewhe
     another): exit 75 with the message on the terminal, not a silent 0."""
     h = harness
     first = h.start()
-    for env in ((), (("SUFD_RUNTIME_DIR", str(elsewhere)),)):
-        detached = run_detached(h, *env)
-        assert detached.returncode == EXIT_RUNNING, (
-            f"sufd run --daemon {env}: exit {detached.returncode}: {detached.stderr!r}"
-        )
-        assert refused_message(h, first.pid) in detached.stderr, detached.stderr
-    assert first.alive() and h.call("hello")["pid"] == first.pid
-    assert read_lock_pid(h.lock) == first.pid
-    assert not (elsewhere / "sufd.lock").exists()
+    try:
+        for env in ((), (("SUFD_RUNTIME_DIR", str(elsewhere)),)):
+            detached = run_detached(h, *env)
+            assert detached.returncode == EXIT_RUNNING, (
+                f"sufd run --daemon {env}: exit {detached.returncode}: {detached.stderr!r}"
+            )
+            assert refused_message(h, first.pid) in detached.stderr, detached.stderr
+        assert first.alive() and h.call("hello")["pid"] == first.pid
+        assert read_lock_pid(h.lock) == first.pid
+        assert not (elsewhere / "sufd.lock").exists()
+    except AssertionError:
+        # Code that detaches before locking leaves a child behind, which takes the lock once
+        # `first` is gone: stop `first` now and kill that child, not to leak a daemon.
+        h.kill(first)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: read_lock_pid(h.lock) not in (None, first.pid), 10.0)
+        kill_lock_holders(h.lock)
+        raise
 
 
 def test_reload_with_a_broken_config_exits_78_and_reloads_nothing(
