@@ -7,13 +7,15 @@ codes: 0 ok, 1 error, 2 usage, 78 configuration error (``EX_CONFIG``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_RUNNING, EXIT_CONFIG = 0, 1, 2, 75, 78
+# ``sufd run --daemon`` waits this long for the detached daemon to answer.
+DETACHED_READY_S = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -259,6 +263,13 @@ def _run_detached(settings: Settings, config: Path | None) -> int:
     prepare_runtime_dir(settings.paths.runtime_dir)
     locks = DaemonLocks.of(settings.paths)
     locks.acquire()
+    # The command returns only once the daemon answers (or has failed to start): the daemon
+    # writes "ready" into this pipe after binding its socket with its ledger open.
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        return _await_detached(read_end, settings)
+    os.close(read_end)
     try:
         out = open(log_dir / "sufd.stderr.log", "a", encoding="utf-8")  # noqa: SIM115 - owned by the daemon
         context = daemon.DaemonContext(
@@ -267,19 +278,54 @@ def _run_detached(settings: Settings, config: Path | None) -> int:
             working_directory=str(settings.paths.state_dir),
             stdout=out,
             stderr=out,
-            files_preserve=locks.fds,
+            files_preserve=[*locks.fds, write_end],
             signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
         )
         context.open()
     except BaseException:
         locks.release()
         raise
+
+    def ready() -> None:
+        with contextlib.suppress(OSError):
+            os.write(write_end, b"ready\n")
+            os.close(write_end)
+
     with context:
         # Logging and the watchers start after the fork; the locks were kept across it.
-        return _run(settings, config, locks)
+        return _run(settings, config, locks, on_ready=ready)
 
 
-def _run(settings: Settings, config: Path | None, locks: DaemonLocks | None = None) -> int:
+def _await_detached(read_end: int, settings: Settings) -> int:
+    """(the command the user ran) Wait for the detached daemon to say it is ready."""
+    import select
+
+    deadline = time.monotonic() + DETACHED_READY_S
+    got = b""
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                break
+            chunk = pipe.read(64)
+            if not chunk:
+                break
+            got += chunk
+            if b"ready" in got:
+                return EXIT_OK
+    log = settings.paths.log_dir / "sufd.stderr.log"
+    if not got and time.monotonic() < deadline:
+        raise SufdError(f"the daemon exited during start-up; see {log} and `sufd doctor`")
+    raise SufdError(f"the daemon did not become ready within {DETACHED_READY_S:g} s; see {log}")
+
+
+def _run(
+    settings: Settings,
+    config: Path | None,
+    locks: DaemonLocks | None = None,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
     from sufd import logs
     from sufd.daemon import Daemon
 
@@ -289,7 +335,9 @@ def _run(settings: Settings, config: Path | None, locks: DaemonLocks | None = No
     problem = logs.configure(
         settings.log_level, mode="daemon", log_dir=settings.paths.log_dir, env=settings.env
     )
-    daemon = Daemon(settings, config_path=config, log_problem=problem, locks=locks)
+    daemon = Daemon(
+        settings, config_path=config, log_problem=problem, locks=locks, on_ready=on_ready
+    )
     return daemon.run()
 
 

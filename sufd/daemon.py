@@ -104,6 +104,7 @@ class Daemon(StoreKeeper):
         watcher_factory: Callable[..., RootWatcher] = RootWatcher,
         log_problem: str | None = None,
         locks: DaemonLocks | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -126,6 +127,7 @@ class Daemon(StoreKeeper):
         self._reload_requested = False
         # Taken already when ``sufd run --daemon`` locked before detaching.
         self._lock = locks or DaemonLocks.of(settings.paths)
+        self._on_ready = on_ready
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sufd-writer")
         self._ingestor: Ingestor | None = None
         self._write_conn: sqlite3.Connection | None = None
@@ -193,6 +195,8 @@ class Daemon(StoreKeeper):
         self.phase = "running"
         self.request_full(KNOWN_SOURCES, reason="startup")
         self.notifier.ready(self._status_line())
+        if self._on_ready is not None:
+            self._on_ready()
         log.info(
             "daemon.ready",
             socket=str(paths.socket),
