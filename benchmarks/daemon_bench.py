@@ -318,8 +318,8 @@ def find_tools(ccusage: Path) -> Tools:
     version = ccusage_version(ccusage, warn=log)
     return Tools(
         sufd=entry_point("sufd", "sufd"),
-        sufctl=entry_point("sufctl", "sufd.ctl"),
-        statusline=entry_point("sufd-statusline", "sufd.statusline"),
+        sufctl=entry_point("sufctl", "sufd.cli.sufctl"),
+        statusline=entry_point("sufd-statusline", "sufd.cli.statusline"),
         ccusage=ccusage,
         ccusage_version=version,
     )
@@ -369,7 +369,7 @@ class DaemonProc:
         return (time.perf_counter() - begin) * 1e3
 
     def _wait_hello(self, timeout: float = 60.0) -> None:
-        from sufd import client
+        from sufd.control import client
         from sufd.errors import ControlError
 
         deadline = time.monotonic() + timeout
@@ -391,7 +391,7 @@ class DaemonProc:
             return
 
     def call(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        from sufd import client
+        from sufd.control import client
 
         return client.call(self.socket, cmd, args, timeout=10.0)
 

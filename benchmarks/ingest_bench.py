@@ -185,7 +185,7 @@ def find_tools(ccusage: Path) -> Tools:
     sufd: tuple[str, ...] = (str(bindir / "sufd"),)
     sufctl: tuple[str, ...] = (str(bindir / "sufctl"),)
     if not (bindir / "sufd").is_file() or not (bindir / "sufctl").is_file():
-        sufd, sufctl = (sys.executable, "-m", "sufd"), (sys.executable, "-m", "sufd.ctl")
+        sufd, sufctl = (sys.executable, "-m", "sufd"), (sys.executable, "-m", "sufd.cli.sufctl")
     version = ccusage_version(ccusage, warn=lambda message: print(message, file=sys.stderr))
     return Tools(sufd, sufctl, ccusage, _native_ccusage(ccusage), version)
 

@@ -43,7 +43,7 @@ from another source tree (e.g. a clone at a given commit) instead of the install
 no setting changes that, and a 10-minute soak logs about a megabyte. So that rotation happens
 and its bound is tested, the daemon is started through a three-line launcher that sets
 ``sufd.logs.MAX_BYTES`` to ``--log-max-bytes`` (default 64 KiB; 0 keeps sufd's own) before
-calling ``sufd.cli.main``; nothing else differs from ``sufd run --foreground``.
+calling ``sufd.cli.sufd.main``; nothing else differs from ``sufd run --foreground``.
 
 **Verdict.** After a warm-up (10 % of the run, at least 30 s unless the run is shorter), the
 remaining rows are cut in thirds and the last third is compared with the first: RSS median
@@ -206,7 +206,7 @@ size, src = int(sys.argv.pop(1)), sys.argv.pop(1)
 if src: sys.path.insert(0, src)
 import sufd.logs
 if size > 0: sufd.logs.MAX_BYTES = size
-from sufd.cli import main
+from sufd.cli.sufd import main
 raise SystemExit(main())
 """
 
@@ -926,7 +926,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], cfg: Config, title: str) ->
 def _tools(cfg: Config) -> Tools:
     return Tools(
         sufd=(sys.executable, "-c", _LAUNCHER, str(cfg.log_max_bytes), cfg.sufd_src),
-        sufctl=entry_point("sufctl", "sufd.ctl"),
+        sufctl=entry_point("sufctl", "sufd.cli.sufctl"),
         statusline=(),
         ccusage=Path("/nonexistent"),
         ccusage_version="-",

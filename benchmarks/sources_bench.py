@@ -245,8 +245,8 @@ def tools() -> Tools:
     py = sys.executable
     return Tools(
         sufd=(py, "-m", "sufd"),
-        sufctl=(py, "-m", "sufd.ctl"),
-        statusline=(py, "-m", "sufd.statusline"),
+        sufctl=(py, "-m", "sufd.cli.sufctl"),
+        statusline=(py, "-m", "sufd.cli.statusline"),
         ccusage=Path(os.devnull),
         ccusage_version="-",
     )

@@ -48,7 +48,7 @@ SDIST_FILES = (
     "launchd/io.github.sufd.plist",
     "sufd/data/prices.json",
 )
-SCRIPTS = {"sufd": "sufd.cli:main", "sufctl": "sufd.ctl:main"}
+SCRIPTS = {"sufd": "sufd.cli.sufd:main", "sufctl": "sufd.cli.sufctl:main"}
 
 
 class BuildError(Exception):

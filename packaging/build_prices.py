@@ -11,7 +11,7 @@ Usage::
     python packaging/build_prices.py --wheel litellm.whl  # use a wheel already on disk
 
 Prices in the output are USD per token.  Missing cache prices are left out on
-purpose: ``sufd.prices`` derives them (input x 1.25 / x 0.1) and needs to know
+purpose: ``sufd.prices.table`` derives them (input x 1.25 / x 0.1) and needs to know
 the cache-read price was not published (Codex prices such tokens at input).
 """
 

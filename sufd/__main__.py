@@ -1,3 +1,3 @@
-from sufd.cli import main
+from sufd.cli.sufd import main
 
 raise SystemExit(main())

@@ -43,10 +43,10 @@ class SufdEnv:
     def run(
         self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m sufd ARGS`` (or ``sufd.ctl`` when the first arg is ``ctl``)."""
+        """Run ``python -m sufd ARGS`` (or ``sufd.cli.sufctl`` when the first arg is ``ctl``)."""
         module = "sufd"
         if args and args[0] == "ctl":
-            module, args = "sufd.ctl", args[1:]
+            module, args = "sufd.cli.sufctl", args[1:]
         proc = subprocess.run(
             [sys.executable, "-m", module, *args],
             env=self.env,

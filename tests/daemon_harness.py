@@ -38,7 +38,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 from tests.conftest import SufdEnv, make_env
 
@@ -366,12 +366,12 @@ class Harness:
         return self.call("status")
 
     def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """``python -m sufd.ctl ARGS`` in the same environment (no NOTIFY_SOCKET)."""
+        """``python -m sufd.cli.sufctl ARGS`` in the same environment (no NOTIFY_SOCKET)."""
         env = self.command_env()
         env.pop("NOTIFY_SOCKET", None)
         env.pop("WATCHDOG_USEC", None)
         return subprocess.run(
-            [sys.executable, "-m", "sufd.ctl", *args],
+            [sys.executable, "-m", "sufd.cli.sufctl", *args],
             env=env,
             capture_output=True,
             text=True,

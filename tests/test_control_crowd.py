@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from sufd import client
+from sufd.control import client
+from sufd.control.protocol import MAX_LINE
 from sufd.errors import ControlError
-from sufd.protocol import MAX_LINE
 from tests.daemon_harness import (
     ClaudeSession,
     DaemonProcess,

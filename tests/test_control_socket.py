@@ -3,7 +3,7 @@
 Real-daemon tests start ``python -m sufd run --foreground`` in an isolated HOME/XDG tree (see
 :func:`tests.conftest.make_env`) and talk to it over raw sockets, so every byte on the wire is
 the test's own. Timeouts and client limits are checked on an in-process
-:class:`sufd.control.ControlServer` with a 1 s idle timeout, so the module stays fast.
+:class:`sufd.control.server.ControlServer` with a 1 s idle timeout, so the module stays fast.
 
 Tests that need another uid run as root and drop to uid 65534 in a child process; they skip
 when not root or when no Python interpreter is reachable for that uid.
@@ -34,9 +34,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sufd import client, control
-from sufd.errors import ControlError
-from sufd.protocol import (
+from sufd.control import client
+from sufd.control import server as control
+from sufd.control.protocol import (
     COMMANDS,
     MAX_LINE,
     PROTOCOL,
@@ -46,6 +46,7 @@ from sufd.protocol import (
     error,
     ok,
 )
+from sufd.errors import ControlError
 from tests.conftest import REPO, SufdEnv, make_env
 
 pytestmark = pytest.mark.integration
@@ -988,14 +989,14 @@ def test_sufctl_status_with_inaccessible_socket_dir_exits_4(open_base: Path) -> 
         "PYTHONPATH": os.pathsep.join([str(REPO), *sorted(site)]),
         "SUFD_RUNTIME_DIR": str(rundir),
     }
-    probe = as_nobody([py, "-c", "import sufd.ctl, platformdirs"], env=child_env)
+    probe = as_nobody([py, "-c", "import sufd.cli.sufctl, platformdirs"], env=child_env)
     if probe.returncode != 0:
         pytest.skip(f"sufd is not importable by uid 65534 with {py}: {probe.stderr[-300:]}")
-    proc = as_nobody([py, "-m", "sufd.ctl", "status"], env=child_env)
+    proc = as_nobody([py, "-m", "sufd.cli.sufctl", "status"], env=child_env)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "permission denied" in proc.stderr.lower()
     assert str(rundir) in proc.stderr
-    proc = as_nobody([py, "-m", "sufd.ctl", "ping"], env=child_env)
+    proc = as_nobody([py, "-m", "sufd.cli.sufctl", "ping"], env=child_env)
     assert proc.returncode == 4, proc.stdout + proc.stderr
 
 

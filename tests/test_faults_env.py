@@ -50,7 +50,7 @@ a transcript               and an ``fstat`` check), so a pipe with a writer atta
                            blocks the writer thread; status names it; appends elsewhere land
                            at once.
 A slow mount: a second     The daemon's stat/open/read calls on source files go through
-root on FUSE whose reads   ``sufd.stalls.IoGuard``: after ``READ_STALL_S`` (1 s) the writer
+root on FUSE whose reads   ``sufd.watch.stalls.IoGuard``: after ``READ_STALL_S`` (1 s) the writer
 hang (``tests.slowfs``)    goes on without that root (``ingest.read_stalled``); status is
                            ``degraded`` and warns ``reading <path> has not returned for N s``;
                            appends to other roots land within 2 s, scans included. SIGTERM

@@ -58,8 +58,8 @@ from typing import Any
 
 import pytest
 
-from sufd.ingest import Ingestor
-from sufd.prices import PriceTable
+from sufd.ingest.ingestor import Ingestor
+from sufd.prices.table import PriceTable
 from sufd.settings import load as load_settings
 from sufd.store import open_store
 from sufd.store.health import WAL_LIMIT_BYTES, Fault, StoreFault, diagnose

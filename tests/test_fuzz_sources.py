@@ -1,16 +1,16 @@
 """Fuzzing every source parser through the real ingest boundary (issue 6, item 3).
 
-Every example runs the real :class:`sufd.ingest.Ingestor` (``ingest_all`` as ``sufd ingest``
-does, ``ingest_paths`` as the daemon's watcher does) over a real SQLite ledger in ``tmp_path``,
-with the source files laid out where each agent keeps them in an isolated HOME. Inputs start
-from the real samples in ``../shared/fixtures/real/<source>/`` (read in place; the tests skip
-where that folder is absent) and are damaged by: byte flips, deletions, insertions (newlines
-included), splices of two lines, two lines glued together, cut lines, random bytes and random
-JSON, and JSON-level edits (a value turned into a string, null, a negative, a huge or a float,
-NaN/Infinity, nested 50 or 1,100 levels deep, a key removed, a scalar wrapped in a list or
-object). Database sources (Cursor ``state.vscdb``, OpenCode ``opencode.db``) get the same edits
-on one row's values in a copy of the database, plus SQLite-level type changes (NULL, integer,
-real, BLOB, text that is not UTF-8) and changed keys/ids.
+Every example runs the real :class:`sufd.ingest.ingestor.Ingestor` (``ingest_all`` as ``sufd
+ingest`` does, ``ingest_paths`` as the daemon's watcher does) over a real SQLite ledger in
+``tmp_path``, with the source files laid out where each agent keeps them in an isolated HOME.
+Inputs start from the real samples in ``../shared/fixtures/real/<source>/`` (read in place; the
+tests skip where that folder is absent) and are damaged by: byte flips, deletions, insertions
+(newlines included), splices of two lines, two lines glued together, cut lines, random bytes and
+random JSON, and JSON-level edits (a value turned into a string, null, a negative, a huge or a
+float, NaN/Infinity, nested 50 or 1,100 levels deep, a key removed, a scalar wrapped in a list
+or object). Database sources (Cursor ``state.vscdb``, OpenCode ``opencode.db``) get the same
+edits on one row's values in a copy of the database, plus SQLite-level type changes (NULL,
+integer, real, BLOB, text that is not UTF-8) and changed keys/ids.
 
 Properties, for every source:
 
@@ -98,8 +98,8 @@ import structlog
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
-from sufd.ingest import Ingestor, IngestStats
-from sufd.prices import PriceTable
+from sufd.ingest.ingestor import Ingestor, IngestStats
+from sufd.prices.table import PriceTable
 from sufd.settings import Paths, Settings
 from sufd.sources.base import FileContext, Malformed, parse_timestamp_ms
 from sufd.sources.claude import ClaudeCode
@@ -1706,7 +1706,7 @@ YEAR_9999_REASON = (
 def test_pinned_year_9999_does_not_break_reports(tmp_path: Path, template: Path) -> None:
     from zoneinfo import ZoneInfo
 
-    from sufd.report import ReportQuery, build_report
+    from sufd.cli.report import ReportQuery, build_report
 
     case = LINE_CASES["claude"]
     lines = fixture_lines(case.directory, "ccusage-project-alpha-session-alpha-chat.jsonl")

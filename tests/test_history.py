@@ -525,8 +525,8 @@ def test_a_file_gone_before_it_is_read_is_flagged_not_failed(
     """The race the soak found: a change (or a sweep) lists a file, the agent moves it away
     before it is read. That is a deletion, not an error: no ``files.error``, the file is
     flagged gone, its events stay."""
-    from sufd.ingest import Ingestor
-    from sufd.prices import PriceTable
+    from sufd.ingest.ingestor import Ingestor
+    from sufd.prices.table import PriceTable
     from sufd.settings import load
     from sufd.sources import SOURCES
     from sufd.store.ledger import Ledger

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sufd import inotify
+from sufd.watch import inotify
 
 pytestmark = pytest.mark.skipif(not inotify.available(), reason="inotify is Linux-only")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sufd.prices import PriceTable
+from sufd.prices.table import PriceTable
 from sufd.store import ledger as ledger_module
 from sufd.store import open_store
 from sufd.store.ledger import BULK_CHECKPOINT_PAGES, Ledger

@@ -12,8 +12,8 @@ import random
 import sqlite3
 from pathlib import Path
 
-from sufd.ingest import parse_lines
-from sufd.prices import PriceTable
+from sufd.ingest.parse import parse_lines
+from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext
 from sufd.store import open_store

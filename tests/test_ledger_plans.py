@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sufd.ingest import parse_lines
-from sufd.prices import PriceTable
+from sufd.ingest.parse import parse_lines
+from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext
 from sufd.store import open_store

@@ -21,7 +21,7 @@ from tests.conftest import make_env
 # `sufd ingest` in-process, then report whether structlog (or asyncio) was ever imported.
 _PROBE = (
     "import sys\n"
-    "from sufd.cli import main\n"
+    "from sufd.cli.sufd import main\n"
     "code = main(['ingest', '--json'])\n"
     "print(sorted(m for m in ('structlog', 'asyncio') if m in sys.modules), file=sys.stderr)\n"
     "raise SystemExit(code)\n"

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sufd.ingest import PREFETCH_MIN_TOTAL_BYTES, Ingestor, IngestStats
-from sufd.prefetch import AHEAD_BYTES, Planned, Prefetcher, _Results, _wait_for, _Worker
-from sufd.prices import PriceTable
+from sufd.ingest.ingestor import PREFETCH_MIN_TOTAL_BYTES, Ingestor, IngestStats
+from sufd.ingest.prefetch import AHEAD_BYTES, Planned, Prefetcher, _Results, _wait_for, _Worker
+from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
 from sufd.store import open_store

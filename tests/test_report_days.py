@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sufd.report import ReportQuery, build_report
+from sufd.cli.report import ReportQuery, build_report
 from tests.conftest import SufdEnv, make_env
 from tests.daemon_harness import BASE_TS, ClaudeSession, append_lines
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import sufd.ingest
-from sufd.ingest import Ingestor, IngestStats
-from sufd.prices import PriceTable
-from sufd.reader import CHUNK_BYTES
+import sufd.ingest.ingestor
+from sufd.ingest.ingestor import Ingestor, IngestStats
+from sufd.ingest.reader import CHUNK_BYTES
+from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.store import open_store
 from sufd.store.ledger import Ledger
@@ -158,7 +158,7 @@ def test_sliced_reads_and_appends_go_on_and_a_rewrite_after_them_is_caught(
     and a rewrite after them still is one."""
     ingestor = ledger_of
     ingestor.slice_s = 0.0  # stop after each committed chunk...
-    monkeypatch.setattr(sufd.ingest, "SLICE_RECORDS", 2)  # ...of two records
+    monkeypatch.setattr(sufd.ingest.ingestor, "SLICE_RECORDS", 2)  # ...of two records
     path = isolated.home / ".claude" / "projects" / "-home-dev-proj" / "s1.jsonl"
     old_lines, old = _claude_lines("s1", 0, 7, 1000)
     append_lines(path, *old_lines)
@@ -197,7 +197,7 @@ def test_parse_workers_neither_miss_a_rewrite_nor_see_one_in_an_append(
     pass read on after an append, and a rewrite is read again whatever a worker parsed."""
     ingestor = ledger_of
     ingestor.workers = 2
-    monkeypatch.setattr(sufd.ingest, "PREFETCH_MIN_TOTAL_BYTES", 0)
+    monkeypatch.setattr(sufd.ingest.ingestor, "PREFETCH_MIN_TOTAL_BYTES", 0)
     path = isolated.home / ".claude" / "projects" / "-home-dev-proj" / "s1.jsonl"
     # Each part well above what is worth sending to a worker (32 KiB).
     first_lines, first = _claude_lines("s1", 0, 80, 1000)

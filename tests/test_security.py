@@ -82,10 +82,12 @@ def sufd(
     ``sufd-statusline`` script (the module when it is not installed)."""
     command = [sys.executable, "-m", "sufd", *args]
     if args[0] == "ctl":
-        command = [sys.executable, "-m", "sufd.ctl", *args[1:]]
+        command = [sys.executable, "-m", "sufd.cli.sufctl", *args[1:]]
     elif args[0] == "statusline":
         script = Path(sys.executable).parent / "sufd-statusline"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "sufd.statusline"]
+        command = (
+            [str(script)] if script.exists() else [sys.executable, "-m", "sufd.cli.statusline"]
+        )
     return subprocess.run(
         command,
         env=env,
@@ -278,7 +280,7 @@ def test_daemon_owns_only_unix_sockets(harness: Harness) -> None:
     d = h.start()
     samples = [("started", sample_sockets(d.pid))]
     tail = subprocess.Popen(
-        [sys.executable, "-m", "sufd.ctl", "tail", "--json"],
+        [sys.executable, "-m", "sufd.cli.sufctl", "tail", "--json"],
         env=user_env(h),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -406,7 +408,10 @@ def test_no_prompt_text_in_anything_sufd_writes_or_prints(harness: Harness, tmp_
     tail_out, tail_err = tmp_path / "tail.out", tmp_path / "tail.err"
     with tail_out.open("wb") as fo, tail_err.open("wb") as fe:
         tail = subprocess.Popen(
-            [sys.executable, "-m", "sufd.ctl", "tail", "--json"], env=env, stdout=fo, stderr=fe
+            [sys.executable, "-m", "sufd.cli.sufctl", "tail", "--json"],
+            env=env,
+            stdout=fo,
+            stderr=fe,
         )
     try:
         wait_until(lambda: socket_inodes(tail.pid), 10, what="sufctl tail connected")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from sufd import client
-from sufd.runtime import read_lock_pid
+from sufd.control import client
+from sufd.daemon.runtime import read_lock_pid
 from tests.conftest import SufdEnv, make_env
 from tests.fakebin import FakeBin, pid_alive
 
@@ -68,7 +68,7 @@ class Host:
         return self.run("sufd", *args, rc=rc)
 
     def status_rc(self) -> int:
-        return self.run("sufd.ctl", "status", rc=None).returncode
+        return self.run("sufd.cli.sufctl", "status", rc=None).returncode
 
     def hello_pid(self) -> int:
         pid = client.call(self.socket, "hello")["pid"]

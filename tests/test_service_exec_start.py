@@ -129,7 +129,7 @@ def test_exec_start_runs_the_daemon(tmp_path: Path, notify: NotifySocket) -> Non
         assert any(line.startswith("STATUS=") for line in ready), ready
 
         status = subprocess.run(
-            [sys.executable, "-m", "sufd.ctl", "--config", str(config), "status"],
+            [sys.executable, "-m", "sufd.cli.sufctl", "--config", str(config), "status"],
             env=user.env,
             capture_output=True,
             text=True,

@@ -42,9 +42,10 @@ from typing import Any
 
 import pytest
 
-from sufd import client, doctor
+from sufd.cli import doctor
+from sufd.control import client
+from sufd.daemon.runtime import read_lock_pid
 from sufd.errors import SufdError
-from sufd.runtime import read_lock_pid
 from sufd.service import install as flows
 from sufd.service.managers import Launchd, SystemdUser, for_platform
 from sufd.service.runner import Runner
@@ -130,7 +131,7 @@ class Machine:
 
     def sufctl_status(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "sufd.ctl", "status"],
+            [sys.executable, "-m", "sufd.cli.sufctl", "status"],
             env=self.env,
             capture_output=True,
             text=True,
@@ -521,7 +522,7 @@ def test_doctor_compares_watched_dirs_with_the_inotify_limit(
     status, detail = doctor_checks()["watch limits"]
     assert status == "ok" and detail.startswith("4 directories to watch"), detail
     # A lower limit than the kernel's: the only way to reach the warning without root-owned
-    # sysctls. doctor reads the limit through sufd.doctor.Path; point that one file elsewhere.
+    # sysctls. doctor reads the limit through sufd.cli.doctor.Path; point that one file elsewhere.
     limit = tmp_path / "max_user_watches"
     limit.write_text("4\n")
     monkeypatch.setattr(doctor, "Path", lambda p: limit if Path(p) == real else Path(p))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from sufd.daemon import HEARTBEAT_S
+from sufd.daemon.lifecycle import HEARTBEAT_S
 from sufd.service.templates import LABEL, render_plist, render_unit
 from tests.fakebin import decode_exec_start, decode_systemd_dump, unit_environment, unit_value
 

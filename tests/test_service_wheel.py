@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from sufd import __version__
-from sufd.runtime import read_lock_pid
+from sufd.daemon.runtime import read_lock_pid
 from sufd.service.templates import render_unit
 from tests.conftest import REPO, make_env
 from tests.fakebin import FakeBin, decode_exec_start, pid_alive, unit_value

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 from sufd.sources import cline
 from sufd.sources.base import FileContext
@@ -212,8 +212,8 @@ class InProcess:
     """The real ingest path in this process, over an isolated HOME."""
 
     def __init__(self, env: SufdEnv) -> None:
-        from sufd.ingest import Ingestor
-        from sufd.prices import PriceTable
+        from sufd.ingest.ingestor import Ingestor
+        from sufd.prices.table import PriceTable
         from sufd.settings import load
         from sufd.store import open_store
         from sufd.store.ledger import Ledger

@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError, SourceError
-from sufd.prices import PriceTable
+from sufd.prices.table import PriceTable
 from sufd.settings import Paths, Settings
 from sufd.sources import SOURCES
 from sufd.sources import cursor as cursor_mod

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
-from sufd.prices import PriceTable
+from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext, Record

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sufd.prices import PriceTable
+from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources import opencode as oc
 from sufd.sources.base import FileContext, Record

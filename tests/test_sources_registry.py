@@ -23,7 +23,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 from sufd.settings import KNOWN_SOURCES
 from sufd.sources import SOURCES

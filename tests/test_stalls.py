@@ -1,4 +1,4 @@
-"""``sufd.stalls``: the deadline on file-system calls, with calls that block on an event.
+"""``sufd.watch.stalls``: the deadline on file-system calls, with calls that block on an event.
 
 The real thing (a FUSE mount whose reads hang, under the real daemon) is
 ``tests/test_faults_env.py::test_slow_mount_holds_up_only_its_root``; these pin the guard's
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sufd.stalls import GUARDED_READ_BYTES, GuardedFile, IoGuard, Stalled
+from sufd.watch.stalls import GUARDED_READ_BYTES, GuardedFile, IoGuard, Stalled
 
 KEY = ("claude", "/mnt/root")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 from tests.conftest import SufdEnv, make_env
 
@@ -365,7 +365,7 @@ def test_sufctl_tail_json_count(setup: Setup, daemon: RunningDaemon) -> None:
     session = "sess-sufctl-tail"
     log = setup.project / f"{session}.jsonl"
     sufctl = BIN / "sufctl"
-    argv = [str(sufctl)] if sufctl.exists() else [sys.executable, "-m", "sufd.ctl"]
+    argv = [str(sufctl)] if sufctl.exists() else [sys.executable, "-m", "sufd.cli.sufctl"]
     proc = subprocess.Popen(
         [*argv, "tail", "--json", "--count", "3"],
         env=setup.env.env,
@@ -569,9 +569,9 @@ STATUS_RE = re.compile(
 def statusline_argv(which: str) -> list[str]:
     if which == "sufd-statusline":
         script = BIN / "sufd-statusline"
-        return [str(script)] if script.exists() else [sys.executable, "-m", "sufd.statusline"]
+        return [str(script)] if script.exists() else [sys.executable, "-m", "sufd.cli.statusline"]
     script = BIN / "sufctl"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "sufd.ctl"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "sufd.cli.sufctl"]
     return [*base, "statusline"]
 
 

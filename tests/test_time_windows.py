@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sufd import statusline
+from sufd.control import statusline
 from tests.daemon_harness import (
     BASE_TS,
     ClaudeSession,
@@ -122,7 +122,7 @@ def around_now(written: list[Written], call: Callable[[], _T]) -> tuple[Expected
 
 def statusline_argv() -> list[str]:
     script = Path(sys.executable).parent / "sufd-statusline"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sufd.statusline"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sufd.cli.statusline"]
 
 
 def run_statusline(h: Harness) -> dict[str, float]:

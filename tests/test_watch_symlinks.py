@@ -7,7 +7,7 @@ were reported under the link, and once the link went its new files were not seen
 neither watched nor scanned (the root itself may be a symlink and is followed), and a watch
 the kernel drops is armed again, with a rescan.
 
-The first tests drive :class:`sufd.inotify.InotifyTree` against the real kernel; the last ones
+The first tests drive :class:`sufd.watch.inotify.InotifyTree` against the real kernel; the last ones
 run the real daemon (:mod:`tests.daemon_harness`) with the reconcile sweep an hour away, so
 only the live watch can pass them.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from sufd import inotify
 from sufd.sources import cline, opencode
-from sufd.watcher import RootWatcher
+from sufd.watch import inotify
+from sufd.watch.watcher import RootWatcher
 from tests.daemon_harness import (
     ClaudeSession,
     Harness,

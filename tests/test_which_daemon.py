@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from sufd.runtime import read_lock_pid
+from sufd.daemon.runtime import read_lock_pid
 from tests.daemon_harness import (
     ClaudeSession,
     Harness,
@@ -276,7 +276,7 @@ def test_sufctl_refuses_the_daemon_of_another_ledger(harness: Harness, other: Ha
         env = h.command_env()
         env.pop("NOTIFY_SOCKET", None)
         line = subprocess.run(
-            [sys.executable, "-m", "sufd.statusline"],
+            [sys.executable, "-m", "sufd.cli.statusline"],
             env=env,
             input=status_json,
             capture_output=True,

@@ -218,11 +218,13 @@ class _Run:
             if name == "ingest":
                 self.run(name, [py, "-m", "sufd", "ingest", "--quiet"], _ingest_ok)
             elif name == "report":
-                self.run(name, [py, "-m", "sufd.ctl", "report", "daily", "--json"], _report_ok)
+                self.run(
+                    name, [py, "-m", "sufd.cli.sufctl", "report", "daily", "--json"], _report_ok
+                )
             elif name == "statusline":
                 self.run(
                     name,
-                    [py, "-m", "sufd.statusline"],
+                    [py, "-m", "sufd.cli.statusline"],
                     lambda p: p.returncode == 0 and ("$" in p.stdout or "sufd" in p.stdout),
                     _STATUS_INPUT,
                 )

@@ -285,7 +285,7 @@ def wait_ready(settings: Settings, timeout: float) -> bool:
     Raises:
         OtherLedger: the daemon answering at the socket serves another ledger.
     """
-    from sufd import client
+    from sufd.control import client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -324,8 +324,8 @@ def start(
     echo: Echo = print,
 ) -> int:
     """Start via the service manager when installed, else as a detached background process."""
-    from sufd import client
-    from sufd.runtime import SocketInUse
+    from sufd.control import client
+    from sufd.daemon.runtime import SocketInUse
 
     runner = runner or Runner(echo=echo)
     if not _via_manager(settings, runner, platform, "start"):
@@ -404,7 +404,7 @@ def _spawn_detached(settings: Settings) -> None:
         argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
     )
     if proc.returncode == _EXIT_RUNNING:
-        from sufd.runtime import AlreadyRunning
+        from sufd.daemon.runtime import AlreadyRunning
 
         raise AlreadyRunning(proc.stderr.strip().removeprefix("sufd: "))
     if proc.returncode != 0:
@@ -412,8 +412,8 @@ def _spawn_detached(settings: Settings) -> None:
 
 
 def _stop_detached(settings: Settings, echo: Echo, *, dry: bool) -> None:
-    from sufd import client
-    from sufd.runtime import read_lock_pid
+    from sufd.control import client
+    from sufd.daemon.runtime import read_lock_pid
 
     pid = read_lock_pid(settings.paths.lock)
     if dry:

@@ -32,11 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 
-from sufd.prices import ModelPrice, PriceTable, anthropic_cost, openai_cost
+from sufd.prices.table import ModelPrice, PriceTable, anthropic_cost, openai_cost
+from sufd.records import Kind, Pricing, Record
 from sufd.settings import Settings
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
     "symlinked_below",
 ]
 
-Pricing = Literal["anthropic", "openai"]
-Kind = Literal["lines", "document", "database"]
-
 
 class Malformed(Exception):
     """A complete line that cannot be understood; ingest counts and records it, then skips it."""
@@ -64,56 +62,6 @@ class Malformed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(slots=True)
-class Record:
-    """One billable request, as a source file states it (before pricing).
-
-    Token classes are disjoint (Anthropic semantics): ``input`` excludes cached input,
-    ``cache_read`` is the cached input, ``output`` includes ``reasoning``.
-
-    ``key`` identifies the event within the source (records with one key fill one slot);
-    ``group``, when set, is shared by keys that may stand for the same event (see
-    :meth:`Source.alias_match`). Within one line file, records with one key have one group
-    (what parse_lines' folding relies on); across files they need not (an OpenCode message
-    in its JSON storage has no group, the same one in the database has one).
-
-    Treat it as immutable (derive changed copies with ``dataclasses.replace``). It is not
-    declared frozen because a frozen dataclass of this size took five times as long to
-    build, once per event.
-    """
-
-    key: str
-    ts_ms: int
-    session: str
-    project: str
-    model: str | None
-    price_model: str | None
-    pricing: Pricing
-    input: int = 0
-    output: int = 0
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    cache_read: int = 0
-    reasoning: int = 0
-    total: int = 0
-    stored_cost: float | None = None
-    fast: bool = False
-    fallback_model: bool = False
-    offset: int = 0
-    group: str | None = None
-    sidechain: bool = False
-    has_speed: bool = False
-    extra_output: int = 0
-    estimated: bool = False
-
-    @property
-    def dedup_total(self) -> int:
-        """Sum of the four token classes; the larger one wins when two lines share a key."""
-        return (
-            self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read
-        )
 
 
 @dataclass(slots=True)

@@ -56,7 +56,7 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 
 from sufd.errors import SourceBusy, SourceError
-from sufd.prices import PriceTable
+from sufd.prices.table import PriceTable
 from sufd.settings import Settings
 from sufd.sources.base import (
     FileContext,

@@ -59,7 +59,7 @@ from typing import Any
 
 import orjson
 
-from sufd.prices import ModelPrice, PriceTable
+from sufd.prices.table import ModelPrice, PriceTable
 from sufd.settings import Settings
 from sufd.sources.base import (
     FileContext,

@@ -73,7 +73,7 @@ from urllib.parse import quote
 import orjson
 
 from sufd.errors import SourceBusy, SourceError
-from sufd.prices import PriceTable, anthropic_cost
+from sufd.prices.table import PriceTable, anthropic_cost
 from sufd.settings import Settings
 from sufd.sources.base import (
     FileContext,

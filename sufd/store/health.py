@@ -210,7 +210,7 @@ class Pin:
     (``sqlite3``, a backup tool) then believes it is the last one, checkpoints the WAL and
     deletes it under the daemon, whose commits go on into a deleted file. So the daemon reads
     the file only through this descriptor and closes it only once no connection of the process
-    can still hold a lock on that file (see :class:`sufd.store_keeper.StoreKeeper`).
+    can still hold a lock on that file (see :class:`sufd.daemon.keeper.StoreKeeper`).
     """
 
     def __init__(self, db: Path) -> None:

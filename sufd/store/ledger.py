@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from sufd.sources.base import Record, Source
+from sufd.records import DedupPolicy, Record
 from sufd.store.keyfilter import KeyFilter
 from sufd.store.queries import AGG_COLUMNS
 from sufd.store.zones import DayOf, local_day_sql
@@ -126,7 +126,7 @@ class FileCursor:
 
     ``tail`` (line files): a fingerprint of the bytes just before ``offset`` as they were
     read, to tell a file rewritten in place from one appended to (see
-    ``sufd.ingest.TAIL_BYTES``); ``None`` when not known.
+    ``sufd.ingest.ingestor.TAIL_BYTES``); ``None`` when not known.
     """
 
     file_id: int
@@ -434,7 +434,9 @@ class Ledger:
 
     # -- the write path ---------------------------------------------------------------
 
-    def commit(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
+    def commit(
+        self, source: DedupPolicy, batch: Batch
+    ) -> tuple[list[PricedRecord], list[PricedRecord]]:
         """Apply a batch in one transaction.
 
         Returns the records that became new events and those that replaced an existing
@@ -460,7 +462,9 @@ class Ledger:
         self._projects.clear()
         self._sessions.clear()
 
-    def _apply(self, source: Source, batch: Batch) -> tuple[list[PricedRecord], list[PricedRecord]]:
+    def _apply(
+        self, source: DedupPolicy, batch: Batch
+    ) -> tuple[list[PricedRecord], list[PricedRecord]]:
         records = batch.records
         keys = {pr.record.key for pr in records}
         grouped = [pr.record.group for pr in records if pr.record.group is not None]
@@ -534,7 +538,7 @@ class Ledger:
                 rows,
             )
 
-    def _resolve(self, source: Source, batch: Batch, slots: list[_Slot]) -> list[_Slot]:
+    def _resolve(self, source: DedupPolicy, batch: Batch, slots: list[_Slot]) -> list[_Slot]:
         """Decide, record by record, which slot each record fills (ccusage's dedup order)."""
         by_key: dict[str, _Slot] = {s.rec.key: s for s in slots}
         by_group: dict[str, list[_Slot]] = {}
@@ -575,15 +579,15 @@ class Ledger:
         return new_slots
 
     def _replaces(
-        self, source: Source, pr: PricedRecord, slot: _Slot
+        self, source: DedupPolicy, pr: PricedRecord, slot: _Slot
     ) -> tuple[int, int, int] | None:
         """The new record's dimensions if it takes over ``slot``, else ``None``.
 
-        The source's :meth:`~Source.prefer` decides. Where files are rewritten in place
-        (documents, databases: upserts by key), a record that ties with the stored one in
-        both directions still replaces it when its model, session, project or cost kind is
-        another (a model that arrives later, a stored cost that becomes a computed one):
-        ``prefer`` compares values, and the stored event it is given has no names.
+        The source's :meth:`~sufd.records.DedupPolicy.prefer` decides. Where files are
+        rewritten in place (documents, databases: upserts by key), a record that ties with the
+        stored one in both directions still replaces it when its model, session, project or
+        cost kind is another (a model that arrives later, a stored cost that becomes a computed
+        one): ``prefer`` compares values, and the stored event it is given has no names.
         """
         rec = pr.record
         if source.prefer(rec, pr.cost, slot.rec, slot.cost):
@@ -619,7 +623,7 @@ class Ledger:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def _existing_slots(
-        self, source: Source, distinct_keys: Collection[str], distinct_groups: Collection[str]
+        self, source: DedupPolicy, distinct_keys: Collection[str], distinct_groups: Collection[str]
     ) -> list[_Slot]:
         """The stored events with one of these keys, or in one of these groups."""
         keys, groups = list(distinct_keys), list(distinct_groups)

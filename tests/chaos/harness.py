@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 from sufd.sources import SOURCES
 from tests.chaos.ledger_compare import Comparison, compare_ledgers

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sufd import __version__
+from sufd.daemon.runtime import AlreadyRunning
 from sufd.errors import ConfigError, SufdError
-from sufd.runtime import AlreadyRunning
 
 if TYPE_CHECKING:
-    from sufd.runtime import DaemonLocks
+    from sufd.daemon.runtime import DaemonLocks
     from sufd.settings import Settings
 
 __all__ = ["main"]
@@ -197,7 +197,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _status(settings)
     if cmd == "doctor":
         return _doctor(settings, as_json=args.json)
-    from sufd import config_cmd
+    from sufd.cli import config as config_cmd
 
     if args.config_command == "show":
         return config_cmd.show(settings, as_json=args.json)
@@ -220,13 +220,13 @@ def _service(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings) -> int:
-    from sufd import ctl
+    from sufd.cli import sufctl as ctl
 
     return ctl.main(["--config", str(settings.paths.config_file), "status"])
 
 
 def _doctor(settings: Settings, *, as_json: bool) -> int:
-    from sufd.doctor import run_checks
+    from sufd.cli.doctor import run_checks
 
     checks = run_checks(settings)
     if as_json:
@@ -254,7 +254,7 @@ def _run_detached(settings: Settings, config: Path | None) -> int:
 
     import daemon  # python-daemon
 
-    from sufd.runtime import DaemonLocks, prepare_runtime_dir
+    from sufd.daemon.runtime import DaemonLocks, prepare_runtime_dir
     from sufd.store import private_dir
 
     log_dir = settings.paths.log_dir
@@ -327,7 +327,7 @@ def _run(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     from sufd import logs
-    from sufd.daemon import Daemon
+    from sufd.daemon.lifecycle import Daemon
 
     # Like the detached path (DaemonContext umask=0o077): whatever the daemon creates without
     # an explicit mode (a rotated log, anything a library writes) is private.
@@ -371,7 +371,7 @@ def _configure_logs(level: str) -> None:
 def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
     """``sufd ingest``: the running daemon catches up (it is the ledger's one writer);
     without one, this process writes the ledger itself."""
-    from sufd.catchup import DaemonAbsent, ask_daemon
+    from sufd.cli.catchup import DaemonAbsent, ask_daemon
 
     tty = sys.stderr.isatty() and not quiet and not as_json
     try:
@@ -405,8 +405,8 @@ def _progress_line(files: int, total: int, bytes_read: int, events: int) -> None
 
 def _ingest_here(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> int:
     from sufd import logger
-    from sufd.ingest import Ingestor, IngestStats
-    from sufd.prices import PriceTable
+    from sufd.ingest.ingestor import Ingestor, IngestStats
+    from sufd.prices.table import PriceTable
     from sufd.store import open_store
     from sufd.store.health import StoreFault
     from sufd.store.ledger import Ledger
@@ -422,7 +422,7 @@ def _ingest_here(settings: Settings, *, quiet: bool, as_json: bool, workers: int
         def progress(stats: IngestStats, total: int) -> None:
             _progress_line(stats.files, total, stats.bytes_read, stats.inserted)
 
-        # As in the parse workers (sufd.prefetch): the collector only slows a catch-up.
+        # As in the parse workers (sufd.ingest.prefetch): the collector only slows a catch-up.
         gc.disable()
         try:
             stats = ingestor.ingest_all(progress if tty else None)

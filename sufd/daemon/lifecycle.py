@@ -22,22 +22,22 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from sufd import __version__, logs
+from sufd.control.protocol import CAPABILITIES, PROTOCOL, ProtocolError
+from sufd.control.statusline import format_line
+from sufd.daemon.keeper import StoreKeeper
+from sufd.daemon.notify import Notifier
+from sufd.daemon.runtime import AlreadyRunning, DaemonLocks, UnsafeRuntimeDir, prepare_runtime_dir
+from sufd.daemon.state import Pause, State, load_state, save_state
 from sufd.errors import ConfigError
-from sufd.ingest import Ingestor, IngestStats
+from sufd.ingest.ingestor import Ingestor, IngestStats
 from sufd.logger import get_logger
-from sufd.notify import Notifier
-from sufd.prices import PriceTable
-from sufd.protocol import CAPABILITIES, PROTOCOL, ProtocolError
-from sufd.runtime import AlreadyRunning, DaemonLocks, UnsafeRuntimeDir, prepare_runtime_dir
+from sufd.prices.table import PriceTable
 from sufd.settings import KNOWN_SOURCES, Settings, load
 from sufd.sources import enabled_sources
-from sufd.stalls import IoGuard, Stall
-from sufd.state import Pause, State, load_state, save_state
-from sufd.statusline import format_line
 from sufd.store import health, open_store, private_dir, queries
 from sufd.store.ledger import Ledger, PricedRecord
-from sufd.store_keeper import StoreKeeper
-from sufd.watcher import RootWatcher, until_tick
+from sufd.watch.stalls import IoGuard, Stall
+from sufd.watch.watcher import RootWatcher, until_tick
 
 __all__ = ["Daemon", "SHUTDOWN_TIMEOUT_S"]
 
@@ -52,7 +52,7 @@ TAIL_QUEUE = 2000
 # their turn (a transcript grown by gigabytes is read over several cycles).
 FILE_SLICE_S = 0.25
 # A read (or stat, open) on a source root that has not returned after this long holds up only
-# that root: the writer goes on with the others (a hung network or FUSE mount; sufd.stalls).
+# that root: the writer goes on with the others (a hung network or FUSE mount; sufd.watch.stalls).
 READ_STALL_S = 1.0
 # A source database found locked is read again after this long, doubling up to the maximum:
 # the lock may end without a write, and then no change notice comes.
@@ -173,7 +173,7 @@ class Daemon(StoreKeeper):
 
     async def startup(self) -> None:
         """Lock, open and migrate the store, bind the socket, start watching, notify READY."""
-        from sufd.control import ControlServer
+        from sufd.control.server import ControlServer
 
         log.info("daemon.starting", version=__version__, pid=os.getpid())
         if self.log_problem:
@@ -898,7 +898,7 @@ class Daemon(StoreKeeper):
         # when the client gives none. A client from before day_end_ms: a 24-hour day.
         start, end = args.get("day_start_ms"), args.get("day_end_ms")
         if not _is_int(start):
-            from sufd.statusline import day_bounds_ms
+            from sufd.control.statusline import day_bounds_ms
 
             start, end = day_bounds_ms(now)
         elif not _is_int(end) or end <= start:

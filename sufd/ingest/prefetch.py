@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from sufd.ingest import Chunk
-    from sufd.prices import PriceTable
+    from sufd.ingest.parse import Chunk
+    from sufd.prices.table import PriceTable
     from sufd.settings import Settings
     from sufd.sources import Source
 
@@ -282,7 +282,7 @@ def _parse_file(
     dev: int,
     ino: int,
 ) -> _Wire | None:
-    from sufd.ingest import BATCH_BYTES, BATCH_RECORDS, TAIL_BYTES, parse_lines
+    from sufd.ingest.parse import BATCH_BYTES, BATCH_RECORDS, TAIL_BYTES, parse_lines
     from sufd.sources.base import FileContext
 
     settings: Settings = _worker["settings"]
@@ -331,7 +331,7 @@ def _parse_file(
 
 
 def _from_wire(wire: _Chunks) -> list[Chunk]:
-    from sufd.ingest import Chunk
+    from sufd.ingest.parse import Chunk
     from sufd.sources import Record
     from sufd.store.ledger import PricedRecord
 

@@ -37,7 +37,7 @@ def _cost(value: float, unpriced: int) -> str:
 
 
 def report_table(report: dict[str, Any], kind: str, *, breakdown: bool) -> str:
-    """The human-readable form of :func:`sufd.report.build_report`'s result."""
+    """The human-readable form of :func:`sufd.cli.report.build_report`'s result."""
     key = next(k for k in report if k not in ("totals", "timezone", "freshness"))
     rows: list[dict[str, Any]] = report[key]
     label = {"session": "Session", "project": "Project", "model": "Model"}.get(kind, "Period")

@@ -3,7 +3,7 @@
 Faults of the ledger file itself (full disk, corrupt, deleted or replaced file, a WAL that a
 long reader keeps from shrinking): the daemon stays up, says what is wrong in status and
 the log, and recovers by itself once it can. :class:`StoreKeeper` is the part of
-:class:`sufd.daemon.Daemon` that does this; it runs on the daemon's loop and writer thread
+:class:`sufd.daemon.lifecycle.Daemon` that does this; it runs on the daemon's loop and writer thread
 and shares the daemon's state, so it is a base class rather than an object of its own.
 """
 
@@ -25,7 +25,7 @@ from sufd.settings import KNOWN_SOURCES, Settings
 from sufd.store import health, open_readonly
 
 if TYPE_CHECKING:
-    from sufd.ingest import Ingestor
+    from sufd.ingest.ingestor import Ingestor
 
 __all__ = ["READ_CACHE_KIB", "STORE_CHECK_INTERVAL_S", "StoreKeeper"]
 

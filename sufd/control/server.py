@@ -1,7 +1,7 @@
 """The control socket server: owner-only, peer-checked, bounded, and never wedged by a client.
 
 Each connection may send any number of requests, one JSON line each (see
-:mod:`sufd.protocol`). The limits protect the daemon without letting any number of idle or
+:mod:`sufd.control.protocol`). The limits protect the daemon without letting any number of idle or
 streaming clients lock out the rest:
 
 - A connection waiting for its next request holds nothing but its descriptor. One silent for
@@ -16,7 +16,7 @@ streaming clients lock out the rest:
   disconnected, but only after its request was read: it sees that line and an end of file,
   never a reset or a broken pipe.
 
-A line longer than :data:`~sufd.protocol.MAX_LINE` or a connection from another uid gets an
+A line longer than :data:`~sufd.control.protocol.MAX_LINE` or a connection from another uid gets an
 error reply and is disconnected; everyone else is unaffected.
 """
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sufd.control.protocol import MAX_LINE, ProtocolError, decode_request, encode, error, ok
 from sufd.logger import get_logger
-from sufd.protocol import MAX_LINE, ProtocolError, decode_request, encode, error, ok
 
 __all__ = [
     "MAX_CONNECTIONS",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sufd.runtime import UnsafeRuntimeDir, prepare_runtime_dir
+from sufd.daemon.runtime import UnsafeRuntimeDir, prepare_runtime_dir
 from sufd.service.managers import ServiceManager, SystemdUser, for_platform
 from sufd.service.runner import Runner
 from sufd.settings import Settings

@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         if args.command == "statusline":
-            from sufd.statusline import main as statusline_main
+            from sufd.cli.statusline import main as statusline_main
 
             extra = [
                 a
@@ -224,7 +224,7 @@ def parse_duration(text: str) -> float:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from sufd import client
+    from sufd.control import client
 
     # A broken config is an error, never a fallback to the default paths: those may lead to
     # the daemon of another configuration (the shared runtime dir), which `reload` would
@@ -402,7 +402,7 @@ def _history_lines(sources: list[dict[str, Any]], overall: object) -> list[str]:
 
 
 def _tail(socket_path: Path, args: argparse.Namespace) -> int:
-    from sufd import client
+    from sufd.control import client
 
     seen = 0
     try:
@@ -429,8 +429,8 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from sufd import settings as settings_mod
-    from sufd.freshness import freshness
-    from sufd.report import ReportQuery, build_report, parse_day
+    from sufd.cli.freshness import freshness
+    from sufd.cli.report import ReportQuery, build_report, parse_day
 
     settings = _settings(args.config)
     zone_name = args.timezone or settings_mod.local_zone(settings)
@@ -464,7 +464,7 @@ def _report(args: argparse.Namespace) -> int:
         indent = 2 if sys.stdout.isatty() else None
         sys.stdout.write(json.dumps(report, indent=indent) + "\n")
     else:
-        from sufd.render import report_table
+        from sufd.cli.render import report_table
 
         print(report_table(report, args.kind, breakdown=args.breakdown))
         note = fresh.note()
@@ -479,8 +479,8 @@ def _ledger_or_empty(settings: Settings) -> sqlite3.Connection:
     Raises:
         StoreError: there is no ledger and no daemon that will make one.
     """
+    from sufd.cli.freshness import daemon_of
     from sufd.errors import StoreError
-    from sufd.freshness import daemon_of
     from sufd.store import open_readonly
 
     try:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sufd.control.protocol import MAX_LINE, PROTOCOL
 from sufd.errors import ControlError
-from sufd.protocol import MAX_LINE, PROTOCOL
 
 __all__ = [
     "DaemonBusy",

@@ -17,7 +17,7 @@ CHUNK_BYTES = 512 * 1024
 
 
 class ByteFile(Protocol):
-    """What is read from: a binary file, or the daemon's guarded one (``sufd.stalls``).
+    """What is read from: a binary file, or the daemon's guarded one (``sufd.watch.stalls``).
     ``read`` may return fewer bytes than asked; only an empty result means the end."""
 
     def seek(self, offset: int, /) -> int: ...

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import ControlError
 
 if TYPE_CHECKING:

@@ -9,17 +9,18 @@ answers does it write the ledger itself. Imports only the standard library and t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sufd import client
+from sufd.control import client
 from sufd.errors import SufdError
+from sufd.ingest.summary import summary_line
 
 if TYPE_CHECKING:
     from sufd.settings import Settings
 
-__all__ = ["CatchUpFailed", "DaemonAbsent", "DaemonCatchUp", "ask_daemon", "summary_line"]
+__all__ = ["CatchUpFailed", "DaemonAbsent", "DaemonCatchUp", "ask_daemon"]
 
 # How long the daemon may take to accept the request (it answers in milliseconds when well).
 HELLO_TIMEOUT_S = 5.0
@@ -122,26 +123,3 @@ def _ask_once(settings: Settings, progress: Progress | None) -> DaemonCatchUp:
     except (client.DaemonUnreachable, OSError, ValueError) as exc:
         raise _Lost(f"lost the daemon (pid {pid}) during the catch-up: {exc}") from exc
     raise _Lost(f"the daemon (pid {pid}) stopped before the catch-up finished")
-
-
-def summary_line(summary: Mapping[str, Any]) -> str:
-    """One sentence for the end of ``sufd ingest``, from its JSON summary."""
-    secs = int(summary.get("duration_ms", 0)) / 1000
-    files, files_read = int(summary.get("files", 0)), int(summary.get("files_read", 0))
-    mb = int(summary.get("bytes_read", 0)) / 1e6
-    new, replaced = int(summary.get("events_new", 0)), int(summary.get("events_replaced", 0))
-    malformed, gone = int(summary.get("malformed_lines", 0)), int(summary.get("files_gone", 0))
-    errors = summary.get("errors") or []
-    if not mb and not new and not replaced and not errors:
-        return f"Nothing new: {files:,} files unchanged ({secs:.2f} s)."
-    parts = [
-        f"Ingested {mb:,.1f} MB from {files_read:,} of {files:,} files in {secs:.2f} s:"
-        f" {new:,} new events, {replaced:,} updated"
-    ]
-    if malformed:
-        parts.append(f"{malformed:,} malformed lines skipped")
-    if errors:
-        parts.append(f"{len(errors)} files could not be read")
-    if gone:
-        parts.append(f"{gone} files no longer on disk (their events are kept)")
-    return ", ".join(parts) + "."

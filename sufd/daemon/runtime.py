@@ -266,7 +266,7 @@ class DaemonLocks:
 
 def _served_ledger(socket: Path) -> str | None:
     """The ledger the daemon answering at ``socket`` serves, if it says (it may be starting)."""
-    from sufd import client
+    from sufd.control import client
 
     try:
         db = client.call(socket, "hello", timeout=1.0).get("db")

@@ -1,6 +1,6 @@
 """Live watching of source roots, one watcher per root.
 
-On Linux the root is watched with inotify read on the event loop (:mod:`sufd.inotify`),
+On Linux the root is watched with inotify read on the event loop (:mod:`sufd.watch.inotify`),
 which costs nothing while idle; elsewhere, and for polling, with watchfiles.
 
 Each :class:`RootWatcher` reports changed file paths to a callback and keeps its own state:
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from sufd import inotify
 from sufd.logger import get_logger
+from sufd.watch import inotify
 
 __all__ = ["RootWatcher", "until_tick"]
 

@@ -1,0 +1,1 @@
+"""Entry points: ``sufd``, ``sufctl``, ``sufd-statusline``, and what they print."""

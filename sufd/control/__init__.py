@@ -1,0 +1,1 @@
+"""The control socket: protocol, the daemon's server, the client."""

@@ -1,0 +1,1 @@
+"""Every price and cost rule."""

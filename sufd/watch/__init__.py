@@ -1,0 +1,1 @@
+"""Watching source roots: inotify and watchfiles backends, the stalled-I/O guard."""
