@@ -2,9 +2,10 @@
 
 Faults of the ledger file itself (full disk, corrupt, deleted or replaced file, a WAL that a
 long reader keeps from shrinking): the daemon stays up, says what is wrong in status and
-the log, and recovers by itself once it can. :class:`StoreKeeper` is the part of
-:class:`sufd.daemon.lifecycle.Daemon` that does this; it runs on the daemon's loop and writer thread
-and shares the daemon's state, so it is a base class rather than an object of its own.
+the log, and recovers by itself once it can. :class:`StoreKeeper` does this: it owns the
+ledger's connections (the write connection and the ingestor on it live on the daemon's one
+writer thread; the read connection serves status on the loop) and is told by its
+collaborators how to build an ingestor, ask for a full scan and wake the main loop.
 """
 
 from __future__ import annotations
@@ -15,17 +16,14 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sufd.errors import StoreError
+from sufd.ingest.ingestor import Ingestor
 from sufd.logger import get_logger
-from sufd.settings import KNOWN_SOURCES, Settings
-from sufd.store import health, open_readonly
-
-if TYPE_CHECKING:
-    from sufd.ingest.ingestor import Ingestor
+from sufd.store import health, open_readonly, open_store
 
 __all__ = ["READ_CACHE_KIB", "STORE_CHECK_INTERVAL_S", "StoreKeeper"]
 
@@ -40,55 +38,81 @@ STORE_CHECK_INTERVAL_S = 24 * 3600.0
 
 
 class StoreKeeper:
-    """Opens, watches, checkpoints, checks and if need be replaces the daemon's ledger."""
+    """Opens, watches, checkpoints, checks and if need be replaces the daemon's ledger.
 
-    settings: Settings
-    store: health.StoreHealth
-    phase: str
-    cycles: int
-    caught_up: bool
-    _writer: concurrent.futures.ThreadPoolExecutor
-    _wake: asyncio.Event
-    _write_conn: sqlite3.Connection | None
-    _read_conn: sqlite3.Connection | None
-    _ingestor: Ingestor | None
-    _store_fault: tuple[health.Fault, str] | None  # found by heartbeat/status
-    _store_retry_at: float | None  # monotonic
-    _read_broken: bool
-    _empty_ledger: sqlite3.Connection | None
-    _checkpointing: bool
-    _checking: bool
-    _replacing: bool
-    _next_check: float
-    _pins: dict[tuple[int, int], health.Pin]
-    _pin: health.Pin | None
+    ``writer`` is the daemon's one writer thread: every write, and every use of the write
+    connection, runs there. ``make_ingestor`` builds the ingestor for the current settings on
+    a write connection (on the writer thread); ``rescan`` queues a full scan of every source
+    (its argument is the reason); ``wake`` wakes the main loop, which then calls
+    :meth:`step`; ``replaced`` is called when a new ledger file took the place of the old
+    one (its contents are partial until the rescan has run).
+    """
 
-    if TYPE_CHECKING:  # provided by the Daemon
-
-        def _open_writer(self) -> None: ...
-
-        async def _in_writer(self, fn: Callable[[], Any]) -> Any: ...
-
-        def request_full(self, sources: Collection[str], *, reason: str) -> None: ...
-
-        async def _status(self, args: dict[str, Any]) -> dict[str, Any]: ...
-
-    def _init_store_keeping(self) -> None:
-        self.store = health.StoreHealth(self.settings.paths.db)
-        self._store_fault = None
-        self._store_retry_at = None
+    def __init__(
+        self,
+        db: Path,
+        writer: concurrent.futures.ThreadPoolExecutor,
+        *,
+        make_ingestor: Callable[[sqlite3.Connection], Ingestor],
+        rescan: Callable[[str], None],
+        wake: Callable[[], None],
+        replaced: Callable[[], None],
+    ) -> None:
+        self.db = db
+        self._writer = writer
+        self._make_ingestor = make_ingestor
+        self._rescan = rescan
+        self._wake = wake
+        self._replaced = replaced
+        self.store = health.StoreHealth(db)
+        self.ingestor: Ingestor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._store_fault: tuple[health.Fault, str] | None = None  # found by heartbeat/status
+        self._store_retry_at: float | None = None  # monotonic
         self._read_broken = False
-        self._empty_ledger = None
+        self._empty_ledger: sqlite3.Connection | None = None
         self._checkpointing = False
         self._checking = False
         self._replacing = False
         self._next_check = time.monotonic()
-        self._pins = {}
-        self._pin = None
+        self._pins: dict[tuple[int, int], health.Pin] = {}
+        self._pin: health.Pin | None = None
+
+    async def in_writer(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    def _open_writer(self) -> None:
+        self._write_conn = open_store(self.db)
+        self._pin_ledger()
+        self.ingestor = self._make_ingestor(self._write_conn)
+
+    def renew_ingestor(self) -> None:
+        """(writer thread) A new ingestor for the current settings, when the store is open;
+        else it is made with them when the store is reopened."""
+        if self._write_conn is None:
+            return
+        self.ingestor = self._make_ingestor(self._write_conn)
+
+    def close_writer(self) -> None:
+        """(writer thread, shutdown) Close the write connection."""
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    def close(self) -> None:
+        """(shutdown, after :meth:`close_writer` or its time-out) Close the read connection,
+        and every ledger descriptor once no connection can need them."""
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+        if self._write_conn is None and not self._checking:
+            self._unpin_all()
 
     def _drop_writer(self) -> None:
         """(writer thread) Close the write connection and forget everything cached on it."""
-        conn, self._write_conn, self._ingestor = self._write_conn, None, None
+        conn, self._write_conn, self.ingestor = self._write_conn, None, None
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -96,7 +120,7 @@ class StoreKeeper:
     def _pin_ledger(self) -> None:
         """(writer thread, right after the write connection opened) Hold a descriptor on the
         ledger file for the heartbeat's checks: see :class:`sufd.store.health.Pin`."""
-        db = self.settings.paths.db
+        db = self.db
         try:
             current = health.identity(db)
         except OSError:
@@ -129,7 +153,7 @@ class StoreKeeper:
 
         Returns the fault and where the corrupt file went, when that happened.
         """
-        db = self.settings.paths.db
+        db = self.db
         try:
             self._open_writer()
             return None
@@ -146,7 +170,7 @@ class StoreKeeper:
         if self._read_conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._read_conn.close()
-        self._read_conn = open_readonly(self.settings.paths.db)
+        self._read_conn = open_readonly(self.db)
         self._read_conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
         self._read_broken = False
         if rebuilt is not None:
@@ -163,24 +187,24 @@ class StoreKeeper:
             moved_to=str(moved) if moved else None,
         )
 
-    async def _open_store_at_start(self) -> None:
+    async def open_at_start(self) -> None:
         """Open the ledger for the first time; a store fault does not stop the start."""
         try:
-            rebuilt = await self._in_writer(lambda: self._open_ledger("at start"))
+            rebuilt = await self.in_writer(lambda: self._open_ledger("at start"))
             self._after_open(rebuilt, "at start")
         except (StoreError, sqlite3.Error) as exc:
-            fault = health.diagnose(exc, self.settings.paths.db)
+            fault = health.diagnose(exc, self.db)
             if fault is None or fault.reason == health.OTHER:
                 raise  # e.g. a schema newer than this sufd: retrying cannot help
-            await self._in_writer(self._drop_writer)
+            await self.in_writer(self._drop_writer)
             self._back_off(fault)
 
-    async def _store_failed(self, fault: health.Fault, found: str) -> None:
+    async def _failed(self, fault: health.Fault, found: str) -> None:
         """A store fault: a new file when that is what it takes, else back off and retry."""
         if fault.rebuilds:
             await self._replace_store(fault, found)
             return
-        await self._in_writer(self._drop_writer)
+        await self.in_writer(self._drop_writer)
         self._back_off(fault)
 
     def _back_off(self, fault: health.Fault) -> None:
@@ -193,29 +217,45 @@ class StoreKeeper:
             retry_in_s=delay,
         )
         self._store_retry_at = time.monotonic() + delay
-        asyncio.get_running_loop().call_later(delay, self._wake.set)
+        asyncio.get_running_loop().call_later(delay, self._wake)
 
-    async def _store_step(self) -> None:
+    async def step(self) -> None:
         """(main loop) Act on a fault found outside a cycle; reopen the store when due."""
         if self._store_fault is not None:
             (fault, found), self._store_fault = self._store_fault, None
-            await self._store_failed(fault, found)
+            await self._failed(fault, found)
         if self._store_retry_at is None or time.monotonic() < self._store_retry_at:
             return
         self._store_retry_at = None
         log.info("store.retrying", attempt=self.store.attempts + 1)
         try:
-            rebuilt = await self._in_writer(lambda: self._open_ledger("on retry"))
+            rebuilt = await self.in_writer(lambda: self._open_ledger("on retry"))
             self._after_open(rebuilt, "on retry")
         except (StoreError, sqlite3.Error) as exc:
-            await self._in_writer(self._drop_writer)
-            problem = health.diagnose(exc, self.settings.paths.db)
+            await self.in_writer(self._drop_writer)
+            problem = health.diagnose(exc, self.db)
             self._back_off(problem or health.Fault(health.OTHER, str(exc)))
             return
         # Writes are proven to work by the next cycle, which catches up from the cursors.
-        self.request_full(KNOWN_SOURCES, reason="store retry")
+        self._rescan("store retry")
 
-    def _store_ok(self) -> None:
+    async def write_failed(self, exc: Exception) -> bool:
+        """A cycle could not write: a fault of the ledger file is dealt with here (True);
+        anything else is the caller's to report (False)."""
+        fault = health.diagnose(exc, self.db)
+        if fault is None:
+            return False
+        await self._failed(fault, "while writing")
+        return True
+
+    def retry_now(self) -> None:
+        """Reopen the ledger at the next step if it is waiting to (the user says the fault
+        is fixed)."""
+        if self._store_retry_at is not None:
+            self._store_retry_at = time.monotonic()
+
+    def writes_ok(self) -> None:
+        """A cycle committed: whatever fault there was is over."""
         was = self.store.cleared()
         if was is not None:
             log.info("store.recovered", **was)
@@ -234,65 +274,32 @@ class StoreKeeper:
                 self._read_conn.close()
             self._read_conn = None
         try:
-            action, moved = await self._in_writer(lambda: self._swap_store_file(fault, found))
+            action, moved = await self.in_writer(lambda: self._swap_store_file(fault, found))
             self._after_open(None, found)
         except (StoreError, sqlite3.Error, OSError) as exc:
             # E.g. no space for the new file: retry like any failed write.
-            await self._in_writer(self._drop_writer)
-            again = health.diagnose(exc, self.settings.paths.db)
+            await self.in_writer(self._drop_writer)
+            again = health.diagnose(exc, self.db)
             if again is None or again.rebuilds:
                 again = health.Fault(health.OTHER, f"{type(exc).__name__}: {exc}")
             self._back_off(again)
             return
         self._store_fault = None  # whatever else was found concerned the old file
-        self.caught_up = False  # reports are partial until the rescan below has run
+        self._replaced()  # reports are partial until the rescan below has run
         self._unpin_stale()  # the old file's connections are all closed now
         self._rebuilt(fault, action, moved, found)
-        self.request_full(KNOWN_SOURCES, reason="store rebuilt")
+        self._rescan("store rebuilt")
 
     def _swap_store_file(self, fault: health.Fault, found: str) -> tuple[str, Path | None]:
         """(writer thread) Close the old file and open a sound one at the ledger's path."""
-        db = self.settings.paths.db
-        old, self._write_conn, self._ingestor = self._write_conn, None, None
-        action, moved, copy = "rebuilt from the source files", None, None
-        try:
-            if fault.reason == health.CORRUPT:
-                # Before the old connection closes: SQLite does not checkpoint into a file
-                # that has moved, so the copy is kept as it was found.
-                moved = health.quarantine(db, fault, found=found)
-            elif old is not None:
-                # Empties the WAL the old file left at the path: nothing of it may be
-                # replayed into whatever file is at the path now.
-                with contextlib.suppress(sqlite3.Error):
-                    health.checkpoint(old, wait=True)
-                if fault.reason == health.DELETED and not db.exists():
-                    try:
-                        copy = health.salvage(old, db)
-                    except (sqlite3.Error, OSError) as exc:
-                        log.warning("store.salvage_failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            if old is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    old.close()
-        if fault.reason == health.REPLACED:
-            action = "switched to the new file, then caught up from the source files"
-        elif copy is not None and not db.exists():
-            health.install(copy, db)
-            action = (
-                "restored from the deleted file, which sufd still had open, then caught up"
-                " from the source files"
-            )
-        else:
-            if copy is not None:  # another file appeared at the path meanwhile: use that
-                copy.unlink(missing_ok=True)
-            if not db.exists():
-                health.remove_journals(db)
+        old, self._write_conn, self.ingestor = self._write_conn, None, None
+        action, moved = _clear_the_path(old, self.db, fault, found)
         rebuilt = self._open_ledger(found)
         if rebuilt is not None:  # what was put at the path is corrupt too
             return "rebuilt from the source files", rebuilt[1]
         return action, moved
 
-    def _ledger_reader(self) -> sqlite3.Connection:
+    def ledger_reader(self) -> sqlite3.Connection:
         """The connection status reads; an empty ledger while the file is being replaced."""
         if self._read_conn is not None and not self._read_broken:
             return self._read_conn
@@ -303,35 +310,40 @@ class StoreKeeper:
             apply_migrations(self._empty_ledger)
         return self._empty_ledger
 
-    async def _status_with_store(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``status``, with the store's health; answers even when the ledger cannot be read."""
-        try:
-            st = await self._status(args)
-        except sqlite3.Error as exc:
-            fault = health.diagnose(exc, self.settings.paths.db)
-            if fault is None or fault.reason != health.CORRUPT:
-                raise
-            self._read_broken = True
-            if self._store_fault is None:
-                self._store_fault = (fault, "reading status")
-                self._wake.set()
-            st = await self._status(args)
+    def reader(self) -> sqlite3.Connection | None:
+        """The read connection, unless the ledger is down or being replaced."""
+        return None if self._read_broken else self._read_conn
+
+    def read_failed(self, exc: sqlite3.Error) -> bool:
+        """Reading status failed: if the ledger is corrupt, status reads an empty one from
+        now on and the file is replaced (True); else the error is the caller's (False)."""
+        fault = health.diagnose(exc, self.db)
+        if fault is None or fault.reason != health.CORRUPT:
+            return False
+        self._read_broken = True
+        if self._store_fault is None:
+            self._store_fault = (fault, "reading status")
+            self._wake()
+        return True
+
+    def add_health(self, st: dict[str, Any], *, running: bool) -> dict[str, Any]:
+        """``status`` with the store's health added."""
         st["store"] = {**st.get("store", {}), **self.store.status()}
         st["warnings"] = [*st.get("warnings", []), *self.store.warnings()]
-        if self.store.problem is not None and self.phase == "running":
+        if self.store.problem is not None and running:
             st["state"] = "degraded"
         return st
 
-    def _store_watch(self) -> None:
+    def watch(self, *, cycles_ran: bool) -> None:
         """(heartbeat) Is the ledger file still the one opened; is the WAL within its bound;
         is the integrity check due? Cheap: one stat and a 16-byte read per tick."""
         if self._write_conn is None or self._store_fault is not None or self._replacing:
             return
-        db = self.settings.paths.db
+        db = self.db
         fault = health.file_problem(db, self._pin)
         if fault is not None:
             self._store_fault = (fault, "by the heartbeat")
-            self._wake.set()
+            self._wake()
             return
         loop = asyncio.get_running_loop()
         if not self._checkpointing and health.wal_bytes(db) > health.WAL_LIMIT_BYTES:
@@ -340,7 +352,7 @@ class StoreKeeper:
                 self._checkpointed
             )
         # After the start-up catch-up, not competing with it.
-        if not self._checking and self.cycles and time.monotonic() >= self._next_check:
+        if not self._checking and cycles_ran and time.monotonic() >= self._next_check:
             self._checking = True
             self._next_check = time.monotonic() + STORE_CHECK_INTERVAL_S
             threading.Thread(
@@ -355,7 +367,7 @@ class StoreKeeper:
         conn = self._write_conn
         if conn is None or conn.in_transaction:
             return
-        db = self.settings.paths.db
+        db = self.db
         before = health.wal_bytes(db)
         done, frames, copied = health.checkpoint(conn)
         if done:
@@ -380,7 +392,7 @@ class StoreKeeper:
     ) -> None:
         """(own thread) ``PRAGMA quick_check`` of the file; a failure leads to a rebuild."""
         health.background_priority()
-        db = self.settings.paths.db
+        db = self.db
         try:
             problem = health.quick_check(db)
             fault = None if problem is None else health.Fault(health.CORRUPT, problem)
@@ -397,7 +409,7 @@ class StoreKeeper:
         if not self._replacing:
             self._unpin_stale()
         if fault is None:
-            log.info("store.check_ok", db=str(self.settings.paths.db))
+            log.info("store.check_ok", db=str(self.db))
             return
         # Only if it is still the file that was checked.
         if self.store.opened == opened and self._store_fault is None:
@@ -405,4 +417,46 @@ class StoreKeeper:
                 health.Fault(health.CORRUPT, f"integrity check failed: {fault.detail}"),
                 "by the integrity check",
             )
-            self._wake.set()
+            self._wake()
+
+
+def _clear_the_path(
+    old: sqlite3.Connection | None, db: Path, fault: health.Fault, found: str
+) -> tuple[str, Path | None]:
+    """(writer thread) Close the old file's connection and leave at the ledger's path what
+    the new ledger is opened from: nothing, a file put there meanwhile, or the salvaged copy
+    of a deleted one. Returns what was done, and where a corrupt file was moved."""
+    action, moved, copy = "rebuilt from the source files", None, None
+    try:
+        if fault.reason == health.CORRUPT:
+            # Before the old connection closes: SQLite does not checkpoint into a file
+            # that has moved, so the copy is kept as it was found.
+            moved = health.quarantine(db, fault, found=found)
+        elif old is not None:
+            # Empties the WAL the old file left at the path: nothing of it may be
+            # replayed into whatever file is at the path now.
+            with contextlib.suppress(sqlite3.Error):
+                health.checkpoint(old, wait=True)
+            if fault.reason == health.DELETED and not db.exists():
+                try:
+                    copy = health.salvage(old, db)
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("store.salvage_failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if old is not None:
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+    if fault.reason == health.REPLACED:
+        action = "switched to the new file, then caught up from the source files"
+    elif copy is not None and not db.exists():
+        health.install(copy, db)
+        action = (
+            "restored from the deleted file, which sufd still had open, then caught up"
+            " from the source files"
+        )
+    else:
+        if copy is not None:  # another file appeared at the path meanwhile: use that
+            copy.unlink(missing_ok=True)
+        if not db.exists():
+            health.remove_journals(db)
+    return action, moved
