@@ -67,14 +67,12 @@ class Daemon:
         settings: Settings,
         *,
         config_path: Path | None = None,
-        watcher_factory: Callable[..., RootWatcher] = RootWatcher,
         log_problem: str | None = None,
         locks: DaemonLocks | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self._watcher_factory = watcher_factory
         self.notifier = Notifier(settings.env)
         self.pauses = Pauses(settings.paths.state_dir / "state.json")
         self.started_at = time.time()
@@ -275,7 +273,7 @@ class Daemon:
         paused = self.pauses.active()
         for source in enabled_sources(self.settings):
             for root in source.roots(self.settings):
-                w = self._watcher_factory(
+                w = RootWatcher(
                     source.name,
                     root,
                     self.cycles.request_paths,
