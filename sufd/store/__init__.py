@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from sufd.errors import StoreError
@@ -38,7 +37,7 @@ def open_store(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the ledger for writing and bring its schema up to date.
 
     The file is created 0600 inside a 0700 directory. The connection is in autocommit mode;
-    use :func:`sufd.store.ledger.atomic` for transactions.
+    use :func:`sufd.store.transaction.atomic` for transactions.
 
     Raises:
         StoreError: the file cannot be created, opened or migrated.
@@ -92,11 +91,3 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the ledger {path}: {exc}") from exc
     return conn
-
-
-@contextlib.contextmanager
-def _closing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    try:
-        yield conn
-    finally:
-        conn.close()

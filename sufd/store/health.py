@@ -24,26 +24,42 @@ daemon never stops for a store fault; it keeps serving and says what is wrong
   that resets it, and the daemon's heartbeat runs a non-blocking ``wal_checkpoint(TRUNCATE)``
   whenever the WAL is larger than that, so the WAL returns under the bound as soon as the
   reader ends, even with no further writes.
+
+The reasons and :func:`diagnose` live in :mod:`sufd.store.faults`, the file actions in
+:mod:`sufd.store.recovery`; this module holds the checks and the daemon's view
+(:class:`StoreHealth`), and names all of them for the daemon.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
-import resource
 import sqlite3
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sufd.errors import StoreError
 from sufd.store import WAL_LIMIT_BYTES
+from sufd.store.faults import (
+    CORRUPT,
+    DELETED,
+    DISK_FULL,
+    FILE_LIMIT,
+    IO_ERROR,
+    LOCKED,
+    OTHER,
+    READ_ONLY,
+    REPLACED,
+    Fault,
+    StoreFault,
+    diagnose,
+    file_size,
+)
+from sufd.store.recovery import install, quarantine, quarantined, remove_journals, salvage
 
 __all__ = [
     "CORRUPT",
@@ -76,117 +92,9 @@ __all__ = [
     "wal_bytes",
 ]
 
-# Reasons (stable strings: logged as ``reason`` and shown by ``sufctl status``).
-DISK_FULL = "disk full"
-FILE_LIMIT = "file size limit"
-IO_ERROR = "I/O error"
-READ_ONLY = "read-only"
-LOCKED = "locked"
-CORRUPT = "corrupt"
-DELETED = "deleted"
-REPLACED = "replaced"
-OTHER = "error"
-
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
-# Less free space than this next to an I/O error means the disk is full.
-_FULL_FREE_BYTES = 1024 * 1024
-# A file this close to RLIMIT_FSIZE cannot take another WAL frame or page.
-_LIMIT_MARGIN = 64 * 1024
-# SQLite primary result codes.
-_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One store problem: a stable ``reason`` and the error as SQLite or the OS put it."""
-
-    reason: str
-    detail: str
-
-    @property
-    def rebuilds(self) -> bool:
-        """Whether recovery needs a new file (rather than retrying writes to this one)."""
-        return self.reason in (CORRUPT, DELETED, REPLACED)
-
-
-class StoreFault(StoreError):
-    """The ledger failed while a batch was written, as opposed to the file being read.
-
-    Ingest stops at the first one (instead of recording it against every source file) and
-    lets the caller decide: the daemon backs off and retries, ``sufd ingest`` reports it.
-    """
-
-    def __init__(self, cause: sqlite3.Error) -> None:
-        super().__init__(f"the ledger cannot be written: {cause}")
-        self.cause = cause
-
-
-def _sqlite_cause(exc: BaseException) -> sqlite3.Error | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, sqlite3.Error):
-            return seen
-        if isinstance(seen, StoreFault):
-            return seen.cause
-        seen = seen.__cause__
-    return None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _io_reason(db: Path) -> str:
-    """Why a write failed with an I/O error: a size limit, a full disk, or the device."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if soft != resource.RLIM_INFINITY:
-        for path in (db, Path(f"{db}-wal"), Path(f"{db}-journal")):
-            if _size(path) + _LIMIT_MARGIN >= soft:
-                return FILE_LIMIT
-    try:
-        st = os.statvfs(db.parent)
-    except OSError:
-        return IO_ERROR
-    return DISK_FULL if st.f_bavail * st.f_frsize < _FULL_FREE_BYTES else IO_ERROR
-
-
-def diagnose(exc: BaseException, db: Path) -> Fault | None:
-    """The store fault behind ``exc``, or ``None`` when ``exc`` is not about the ledger.
-
-    Any ``sqlite3.Error`` that reaches the daemon from the write path is the ledger's: source
-    databases are read behind the ingest boundary, which records their errors per file.
-    """
-    cause = _sqlite_cause(exc)
-    if cause is None:
-        if isinstance(exc, StoreError):
-            os_error = exc.__cause__
-            if isinstance(os_error, OSError) and os_error.errno in (errno.ENOSPC, errno.EDQUOT):
-                return Fault(DISK_FULL, str(exc))
-            return Fault(OTHER, str(exc))
-        return None
-    detail = str(cause) or type(cause).__name__
-    code = getattr(cause, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary in (_CORRUPT, _NOTADB):
-        return Fault(CORRUPT, detail)
-    if primary == _FULL:
-        return Fault(DISK_FULL, detail)
-    if primary == _IOERR:
-        return Fault(_io_reason(db), detail)
-    if primary == _READONLY:
-        return Fault(READ_ONLY, detail)
-    if primary in (_BUSY, _LOCKED):
-        return Fault(LOCKED, detail)
-    if primary == _CANTOPEN:
-        return Fault(IO_ERROR, detail)
-    return Fault(OTHER, detail)
 
 
 # -- checks -----------------------------------------------------------------------------
@@ -294,7 +202,7 @@ def background_priority() -> None:
 
 def wal_bytes(db: Path) -> int:
     """Size of the ledger's write-ahead log (0 when there is none)."""
-    return _size(Path(f"{db}-wal"))
+    return file_size(Path(f"{db}-wal"))
 
 
 def checkpoint(conn: sqlite3.Connection, *, wait: bool = False) -> tuple[bool, int, int]:
@@ -313,112 +221,6 @@ def checkpoint(conn: sqlite3.Connection, *, wait: bool = False) -> tuple[bool, i
         if not wait:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
     return not busy, int(frames), int(copied)
-
-
-# -- recovery ---------------------------------------------------------------------------
-
-
-def _journals(db: Path) -> list[Path]:
-    return [Path(f"{db}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
-
-
-def remove_journals(db: Path) -> None:
-    """Delete ``-wal``/``-shm`` left at ``db``'s path by a file that is no longer there: a new
-    database at that path must not replay another file's log."""
-    for path in _journals(db):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _stamp(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def quarantine(db: Path, fault: Fault, *, found: str, now: float | None = None) -> Path:
-    """Move a corrupt ledger (and its ``-wal``/``-shm``) aside, keeping them together.
-
-    Writes a ``.json`` note beside it (when, why, how it was found) for ``sufd doctor``.
-    Returns the new path of the database file.
-
-    Raises:
-        StoreError: the file cannot be moved (then it cannot be replaced either).
-    """
-    now = time.time() if now is None else now
-    base = db.with_name(f"{db.name}.corrupt-{_stamp(now)}")
-    target, n = base, 1
-    while target.exists() or target.with_name(target.name + ".json").exists():
-        target, n = base.with_name(f"{base.name}-{n}"), n + 1
-    try:
-        if db.exists():
-            os.replace(db, target)
-        for journal in _journals(db):
-            if journal.exists():
-                os.replace(journal, Path(f"{target}{journal.name[len(db.name) :]}"))
-    except OSError as exc:
-        raise StoreError(f"cannot move the corrupt ledger {db} aside: {exc.strerror}") from exc
-    note = {
-        "moved_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-        "from": str(db),
-        "reason": fault.reason,
-        "error": fault.detail,
-        "found": found,
-    }
-    with contextlib.suppress(OSError):
-        fd = os.open(
-            target.with_name(target.name + ".json"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600
-        )
-        with open(fd, "w", encoding="utf-8") as f:
-            json.dump(note, f, indent=2)
-    return target
-
-
-def quarantined(db: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Corrupt ledgers moved aside by :func:`quarantine`, oldest first, with their notes."""
-    out: list[tuple[Path, dict[str, Any]]] = []
-    for note_path in sorted(db.parent.glob(f"{db.name}.corrupt-*.json")):
-        note: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(note_path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict):
-                note = loaded
-        out.append((note_path.with_name(note_path.name[: -len(".json")]), note))
-    return out
-
-
-def salvage(conn: sqlite3.Connection, db: Path) -> Path:
-    """Copy the database ``conn`` still has open (its file was deleted) beside ``db``.
-
-    Returns the copy (WAL content included, in rollback-journal mode). The caller closes
-    ``conn``, then puts the copy in place with :func:`install`, so a reader never sees a
-    half-written ledger and the old connection never touches the new file's journals.
-
-    Raises:
-        sqlite3.Error, OSError: the copy failed (nothing is left behind).
-    """
-    tmp = db.with_name(f"{db.name}.salvage-{os.getpid()}")
-    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
-    dest = sqlite3.connect(tmp)
-    try:
-        conn.backup(dest)
-        dest.execute("PRAGMA journal_mode = DELETE")
-    except BaseException:
-        dest.close()
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dest.close()
-    return tmp
-
-
-def install(copy: Path, db: Path) -> None:
-    """Put ``copy`` in place as ``db``, first removing journals left by the file it replaces.
-
-    Raises:
-        OSError: the rename failed.
-    """
-    remove_journals(db)
-    os.replace(copy, db)
 
 
 # -- the daemon's view ------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from sufd.store.transaction import atomic
+
 __all__ = ["MIGRATIONS", "apply_migrations", "schema_version"]
 
 _V1 = """
@@ -206,7 +208,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
 def apply_migrations(conn: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet applied, in order; return the names applied.
 
-    The connection must be in autocommit mode (``isolation_level=None``).
+    The connection must be in autocommit mode (``isolation_level=None``); each migration is
+    one :func:`~sufd.store.transaction.atomic` transaction.
     """
     applied = []
     current = schema_version(conn)
@@ -218,16 +221,10 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
             f" ({len(MIGRATIONS)}); upgrade sufd"
         )
     for number, (name, fn) in enumerate(MIGRATIONS[current:], start=current + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with atomic(conn):
             if schema_version(conn) >= number:
-                conn.execute("ROLLBACK")
-                continue
+                continue  # another process applied it meanwhile
             fn(conn)
             conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         applied.append(name)
     return applied

@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from sufd.store.measures import BUCKET_MS, MEASURES
+
 __all__ = [
     "AGG_COLUMNS",
     "AggRow",
@@ -21,21 +23,8 @@ __all__ = [
     "tracks_zone",
 ]
 
-AGG_COLUMNS = (
-    "events",
-    "input",
-    "output",
-    "cache_write_5m",
-    "cache_write_1h",
-    "cache_read",
-    "reasoning",
-    "total",
-    "cost",
-    "unpriced",
-    "estimated",
-)
-_SUMS = ", ".join(f"SUM({c})" for c in AGG_COLUMNS)
-_BUCKET_MS = 900_000
+AGG_COLUMNS = MEASURES  # what every AggRow's values hold, in this order
+_SUMS = ", ".join(f"SUM({c})" for c in MEASURES)
 _HOUR_MS = 3_600_000
 
 
@@ -148,8 +137,9 @@ def sessions(conn: sqlite3.Connection, *, sources: Sequence[str] = ()) -> list[A
         " JOIN models m ON m.id = a.model_id JOIN projects p ON p.id = s.project_id"
         f" WHERE 1 = 1{where} GROUP BY a.session_id, a.model_id"
     )
+    end = 4 + len(MEASURES)
     return [
-        AggRow(r[0], r[1], r[2], tuple(r[4:15]), first_ts=r[15], last_ts=r[16], project=r[3])
+        AggRow(r[0], r[1], r[2], tuple(r[4:end]), first_ts=r[end], last_ts=r[end + 1], project=r[3])
         for r in conn.execute(sql, params)
     ]
 
@@ -275,7 +265,7 @@ def statusline(
     start, end = day_ms
     (today,) = conn.execute(
         "SELECT COALESCE(SUM(cost), 0) FROM agg_time WHERE bucket >= ? AND bucket < ?",
-        (start // _BUCKET_MS, -(-end // _BUCKET_MS)),
+        (start // BUCKET_MS, -(-end // BUCKET_MS)),
     ).fetchone()
     # The hour's edges fall inside 15-minute buckets: sum the events themselves, found
     # through the sessions active in the hour and the (session, model, ts) index.

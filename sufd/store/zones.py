@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from sufd.store.measures import BUCKET_S
+
 __all__ = ["BUCKET_S", "DAY_S", "DayOf", "local_day_sql", "local_seconds_sql", "offset_s"]
 
-BUCKET_S = 900
 DAY_S = 86400
 _DAY_BUCKETS = DAY_S // BUCKET_S
 # SQLite's integer division truncates toward zero: local seconds are shifted this many days

@@ -1,0 +1,103 @@
+"""Every transaction the store runs: the write path, the bulk catch-up and the migrations.
+
+:func:`atomic` is the unit of all-or-nothing: a ``BEGIN IMMEDIATE`` … ``COMMIT`` of its own,
+or, inside an open :class:`Bulk` transaction, a savepoint that the bulk's next commit makes
+durable. Every ``BEGIN``, ``COMMIT``, ``ROLLBACK`` and ``SAVEPOINT`` of the store is here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+
+__all__ = ["Bulk", "atomic"]
+
+
+@contextlib.contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on any exception.
+
+    Inside an open transaction (see :meth:`sufd.store.ledger.Ledger.bulk`) it is a savepoint
+    instead: its changes are undone on an exception and become durable with the outer commit.
+    """
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT sufd_atomic")
+        try:
+            yield conn
+        except BaseException:
+            # Some errors (disk full, I/O) make SQLite roll the whole transaction back.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO sufd_atomic")
+                conn.execute("RELEASE sufd_atomic")
+            raise
+        conn.execute("RELEASE sufd_atomic")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Bulk:
+    """An open write transaction spanning many file batches (see
+    :meth:`sufd.store.ledger.Ledger.bulk`); each :func:`atomic` inside it is a savepoint.
+
+    ``begun`` runs after each ``BEGIN``, ``committing`` just before each ``COMMIT``.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        begun: Callable[[], None],
+        committing: Callable[[], None],
+    ) -> None:
+        self._conn = conn
+        self._begun = begun
+        self._committing = committing
+        self._after: list[Callable[[], None]] = []
+
+    @classmethod
+    def begin(
+        cls,
+        conn: sqlite3.Connection,
+        begun: Callable[[], None],
+        committing: Callable[[], None],
+    ) -> Bulk:
+        """Open the transaction (``BEGIN IMMEDIATE``, then ``begun``).
+
+        Raises:
+            sqlite3.Error: it cannot be opened (another writer holds the lock, …).
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        begun()
+        return cls(conn, begun, committing)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when what was written so far is committed (dropped if it never is)."""
+        self._after.append(fn)
+
+    def flush(self) -> None:
+        """Make everything so far durable and visible to readers, and go on."""
+        self.commit()
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._begun()
+
+    def commit(self) -> None:
+        """Make everything so far durable, then run what waited for it; the transaction is
+        closed until :meth:`flush` opens the next one."""
+        after, self._after = self._after, []
+        if not self._conn.in_transaction:
+            return  # SQLite rolled it back (disk full, I/O error): none of it is durable
+        self._committing()
+        self._conn.execute("COMMIT")
+        for fn in after:
+            fn()
+
+    def rollback(self) -> None:
+        """Drop everything not yet committed (if SQLite has not already)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
