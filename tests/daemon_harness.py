@@ -436,6 +436,10 @@ class Harness:
     def fail(self, problem: str, daemon: DaemonProcess | None = None) -> NoReturn:
         raise AssertionError(f"{problem}\n{self.diagnostics(daemon)}")
 
+    def with_diagnostics(self, what: str) -> Callable[[], str]:
+        """``what`` followed by :meth:`diagnostics` taken when called: a ``wait_until`` message."""
+        return lambda: f"{what}\n{self.diagnostics()}"
+
     def diagnostics(self, daemon: DaemonProcess | None = None) -> str:
         """Everything useful after a failure: the daemon's output, the log, notifications."""
         parts = []
@@ -608,7 +612,7 @@ class Harness:
         return wait_until(
             lambda: self.log_events(name, **match),
             timeout,
-            what=lambda: f"log event {name} {match}\n{self.diagnostics()}",
+            what=self.with_diagnostics(f"log event {name} {match}"),
         )
 
     def wait_root(
@@ -628,7 +632,7 @@ class Harness:
         return wait_until(
             reached,
             timeout,
-            what=lambda: f"root {path} {state}\n{self.diagnostics()}",
+            what=self.with_diagnostics(f"root {path} {state}"),
         )
 
     # -- writing source files -------------------------------------------------------------
