@@ -463,7 +463,7 @@ class Harness:
             rc = None
         return rc, time.monotonic() - t0
 
-    def kill(self, daemon: DaemonProcess) -> int:
+    def kill(self, daemon: DaemonProcess, timeout: float = 10.0) -> int:
         """SIGKILL (after SIGCONT, in case it was stopped) and reap.
 
         A forking launcher (strace) exits by itself once its daemon is gone, having written
@@ -474,7 +474,7 @@ class Harness:
                 os.kill(daemon.pid, signal.SIGCONT)
                 os.kill(daemon.pid, signal.SIGKILL)
         try:
-            return daemon.proc.wait(10)
+            return daemon.proc.wait(timeout)
         finally:
             if daemon.forked:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -484,7 +484,7 @@ class Harness:
         for daemon in self.daemons:
             with contextlib.suppress(Exception):
                 self.kill(daemon)
-        kill_lock_holders(self.lock)
+        kill_lock_holders(self.lock, Path(os.path.realpath(self.db) + ".lock"))
         self.notify.close()
         shutil.rmtree(self.short, ignore_errors=True)
 
