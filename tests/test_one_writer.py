@@ -158,15 +158,7 @@ def test_sufd_ingest_writes_itself_without_a_daemon(harness: Harness) -> None:
 def test_a_running_daemon_has_a_ledger_and_reports_are_empty(harness: Harness) -> None:
     """Issue 12 item 3: ``sufd run --daemon`` on a machine with no agent history: once it
     returns, the daemon has created the ledger and reports print an empty report (exit 0)."""
-    env = harness.command_env()
-    env.pop("NOTIFY_SOCKET")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sufd", "run", "--daemon"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = harness.run_detached(timeout=60)
     try:
         assert proc.returncode == 0, proc.stderr
         table = harness.ctl("report", "daily")
