@@ -6,7 +6,14 @@ to the shared ``/tmp/sufd-UID``), and a fake ``NOTIFY_SOCKET``: a datagram socke
 test, collected by a background thread. :meth:`Harness.start` runs
 ``python -m sufd run --foreground`` and waits for ``READY=1`` *and* a successful ``hello``; on
 failure the daemon's stderr and log file are put in the assertion message. Every daemon
-started is killed at teardown.
+started is killed at teardown, and so is a detached one (``sufd run --daemon``, ``sufd
+start``) still holding the user's instance lock.
+
+Other ways in keep their own launch and share the rest: :meth:`Harness.launch` runs any argv
+(a unit's decoded ``ExecStart``) in any environment, :attr:`Harness.launcher` puts a program
+before the interpreter (``setpriv``, which execs, or ``strace``, which forks: then
+:attr:`Harness.launcher_forks`), and :meth:`Harness.wait_ready` waits for one such daemon
+(``hello`` alone with ``notify=False``) and says what went wrong instead of raising.
 
 The line builders write compact JSON in the shapes Claude Code and the Codex CLI use, and
 return the usage each line must become in the ledger (:class:`Usage`), so tests compare the
@@ -18,6 +25,7 @@ Test modules get the fixture with ``from tests.daemon_harness import harness_fix
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -39,8 +47,10 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from sufd.control import client
+from sufd.daemon.runtime import read_lock_pid
 from sufd.errors import ControlError
 from tests.conftest import SufdEnv, make_env
+from tests.fakebin import pid_alive
 
 __all__ = [
     "BASE_TS",
@@ -53,10 +63,11 @@ __all__ = [
     "append_lines",
     "harness_fixture",
     "iso",
+    "kill_lock_holders",
     "wait_until",
 ]
 
-START_DEADLINE_S = 10.0
+START_DEADLINE_S = 20.0  # a deadline: start-up on two busy cores can take seconds
 BASE_TS = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 CLAUDE_MODEL = "claude-sonnet-4-20250514"
 CODEX_MODEL = "gpt-5"
@@ -185,10 +196,14 @@ class DaemonProcess:
     stdout: Path
     stderr: Path
     started: float
+    notify_mark: int = 0  # NOTIFY_SOCKET notices before this one are an earlier daemon's
+    forked: bool = False  # started by a launcher that forks it (strace): proc is the launcher
+    daemon_pid: int | None = None  # then: sufd's own pid, once it answered hello
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The daemon's pid (the launcher's until a forked daemon answered ``hello``)."""
+        return self.daemon_pid if self.daemon_pid is not None else self.proc.pid
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -197,12 +212,73 @@ class DaemonProcess:
         if self.alive():
             os.kill(self.pid, signum)
 
+    def text(self) -> str:
+        """Everything the daemon printed, stdout then stderr (JSON log lines off a TTY)."""
+        return "".join(
+            path.read_text(errors="replace") for path in (self.stdout, self.stderr) if path.exists()
+        )
+
+    def stderr_events(self, name: str) -> list[dict[str, Any]]:
+        """Records named ``name`` that the daemon wrote on stderr."""
+        text = self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+        return [r for r in _json_records(text) if r.get("event") == name]
+
     def output(self) -> str:
         parts = []
         for name, path in (("stdout", self.stdout), ("stderr", self.stderr)):
             text = path.read_text(errors="replace") if path.exists() else ""
             parts.append(f"--- daemon {name} (pid {self.pid}) ---\n{text[-2500:]}")
         return "\n".join(parts)
+
+
+def _json_records(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(") ", 1)[1].split()[1])
+
+
+def kill_lock_holders(*locks: Path) -> None:
+    """SIGKILL the process whose pid an instance lock holds, if it runs: teardown of a
+    detached daemon (``sufd run --daemon``, ``sufd start``) a test or a failure left behind.
+
+    Only a lock still ``flock``ed counts: the pid in one a killed daemon left behind may
+    belong to another process by now.
+    """
+    for lock in locks:
+        pid = read_lock_pid(lock)
+        if pid is None or pid == os.getpid() or not pid_alive(pid) or not _flocked(lock):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _flocked(path: Path) -> bool:
+    """Whether some process holds an ``flock`` on ``path`` (ours is released at once)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 class Harness:
@@ -225,8 +301,10 @@ class Harness:
         self.db = self.env.db
         self.notify = NotifyListener(self.short / "notify.sock")
         self.daemon_env: dict[str, str] = {}
-        # Put before the interpreter in the daemon's argv (a launcher that execs, same pid).
+        # Put before the interpreter in the daemon's argv: a launcher that execs (same pid),
+        # or one that forks the daemon as its child (strace -f) when launcher_forks is set.
         self.launcher: list[str] = []
+        self.launcher_forks = False
         self.daemons: list[DaemonProcess] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -240,61 +318,102 @@ class Harness:
         env.update(extra or {})
         return env
 
+    def user_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The user's environment for one-shot commands: no service manager variables."""
+        env = self.command_env(extra)
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_USEC", None)
+        return env
+
     def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> DaemonProcess:
         """Start ``python -m sufd run --foreground ARGS`` without waiting for anything."""
+        argv = [*self.launcher, sys.executable, "-m", "sufd", "run", "--foreground", *args]
+        return self.launch(argv, env=self.command_env(env), forked=self.launcher_forks)
+
+    def launch(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        executable: str | None = None,
+        cwd: Path | str | None = None,
+        forked: bool = False,
+    ) -> DaemonProcess:
+        """Start ``argv`` as a daemon of this harness (output in files, killed at teardown)
+        in exactly ``env``, without waiting; ``forked``: argv's program forks the daemon."""
         n = len(self.daemons)
         out, err = self.tmp / f"daemon-{n}.stdout", self.tmp / f"daemon-{n}.stderr"
+        mark = self.notify.mark()
         with out.open("wb") as fo, err.open("wb") as fe:
             proc = subprocess.Popen(
-                [*self.launcher, sys.executable, "-m", "sufd", "run", "--foreground", *args],
-                env=self.command_env(env),
+                argv,
+                executable=executable,
+                env=dict(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=fo,
                 stderr=fe,
                 start_new_session=True,
             )
-        daemon = DaemonProcess(proc, out, err, time.monotonic())
+        daemon = DaemonProcess(proc, out, err, time.monotonic(), mark, forked)
         self.daemons.append(daemon)
         return daemon
 
     def start(
         self, *args: str, env: Mapping[str, str] | None = None, settle: bool = True
     ) -> DaemonProcess:
-        """Start the daemon and wait (deadline 10 s) for ``READY=1`` and ``hello``.
+        """Start the daemon and wait (deadline 20 s) for ``READY=1`` and ``hello``.
 
         ``settle`` also waits for the start-up catch-up scan to finish and for every
         watcher to have armed (or found its root missing), so later counts start clean.
         """
-        mark = self.notify.mark()
         daemon = self.spawn(*args, env=env)
-        deadline = time.monotonic() + START_DEADLINE_S
-        problem = "READY=1 not received"
-        while time.monotonic() < deadline:
-            if not daemon.alive():
-                problem = f"daemon exited with {daemon.proc.returncode} during start-up"
-                break
-            if self.notify.find("READY=1", mark) is None:
-                time.sleep(0.05)
-                continue
-            try:
-                hello = client.call(self.socket, "hello", timeout=1.0)
-            except ControlError as exc:
-                problem = f"READY=1 received but hello failed: {exc}"
-                time.sleep(0.05)
-                continue
-            if hello.get("pid") != daemon.pid:
-                problem = f"hello answered by pid {hello.get('pid')}, not {daemon.pid}"
-                time.sleep(0.05)
-                continue
-            break
-        else:
-            problem = f"no READY=1 and hello within {START_DEADLINE_S:g} s ({problem})"
-            self.fail(problem, daemon)
-        if not daemon.alive():
+        problem = self.wait_ready(daemon)
+        if problem is None and not daemon.alive():
+            problem = f"daemon exited with {daemon.proc.returncode} right after start-up"
+        if problem is not None:
             self.fail(problem, daemon)
         if settle:
             self.settle(daemon)
         return daemon
+
+    def wait_ready(
+        self,
+        daemon: DaemonProcess,
+        timeout: float = START_DEADLINE_S,
+        *,
+        notify: bool = True,
+        interval: float = 0.05,
+        hello_timeout: float = 1.0,
+    ) -> str | None:
+        """Wait for the daemon's ``READY=1`` (unless ``notify`` is false) and for ``hello``
+        answered by its pid; return ``None`` once it is ready, else what went wrong (it
+        exited, or the deadline passed) for the caller to fail or record."""
+        deadline = time.monotonic() + timeout
+        problem = "READY=1 not received" if notify else "hello not answered"
+        while True:
+            if not daemon.alive():
+                return f"daemon exited with {daemon.proc.returncode} during start-up"
+            if not notify or self.notify.find("READY=1", daemon.notify_mark) is not None:
+                try:
+                    pid = client.call(self.socket, "hello", timeout=hello_timeout).get("pid")
+                except ControlError as exc:
+                    problem = f"{'READY=1 received but ' if notify else ''}hello failed: {exc}"
+                else:
+                    if (
+                        daemon.forked
+                        and daemon.daemon_pid is None
+                        and isinstance(pid, int)
+                        and _parent_pid(pid) == daemon.proc.pid
+                    ):
+                        daemon.daemon_pid = pid  # the launcher's child: sufd itself
+                    if pid == daemon.pid:
+                        return None
+                    problem = f"hello answered by pid {pid}, not {daemon.pid}"
+            if time.monotonic() >= deadline:
+                what = "READY=1 and hello" if notify else "hello"
+                return f"no {what} within {timeout:g} s ({problem})"
+            time.sleep(interval)
 
     def settle(self, daemon: DaemonProcess | None = None, timeout: float = 10.0) -> None:
         """Wait until at least one ingest cycle ran and no watcher is still starting."""
@@ -316,6 +435,10 @@ class Harness:
 
     def fail(self, problem: str, daemon: DaemonProcess | None = None) -> NoReturn:
         raise AssertionError(f"{problem}\n{self.diagnostics(daemon)}")
+
+    def with_diagnostics(self, what: str) -> Callable[[], str]:
+        """``what`` followed by :meth:`diagnostics` taken when called: a ``wait_until`` message."""
+        return lambda: f"{what}\n{self.diagnostics()}"
 
     def diagnostics(self, daemon: DaemonProcess | None = None) -> str:
         """Everything useful after a failure: the daemon's output, the log, notifications."""
@@ -340,18 +463,28 @@ class Harness:
             rc = None
         return rc, time.monotonic() - t0
 
-    def kill(self, daemon: DaemonProcess) -> int:
-        """SIGKILL (after SIGCONT, in case it was stopped) and reap."""
+    def kill(self, daemon: DaemonProcess, timeout: float = 10.0) -> int:
+        """SIGKILL (after SIGCONT, in case it was stopped) and reap.
+
+        A forking launcher (strace) exits by itself once its daemon is gone, having written
+        out what it recorded; whatever else is left in its process group is killed then.
+        """
         if daemon.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(daemon.pid, signal.SIGCONT)
                 os.kill(daemon.pid, signal.SIGKILL)
-        return daemon.proc.wait(10)
+        try:
+            return daemon.proc.wait(timeout)
+        finally:
+            if daemon.forked:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(daemon.proc.pid, signal.SIGKILL)
 
     def close(self) -> None:
         for daemon in self.daemons:
             with contextlib.suppress(Exception):
                 self.kill(daemon)
+        kill_lock_holders(self.lock, Path(os.path.realpath(self.db) + ".lock"))
         self.notify.close()
         shutil.rmtree(self.short, ignore_errors=True)
 
@@ -366,23 +499,36 @@ class Harness:
         return self.call("status")
 
     def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """``python -m sufd.cli.sufctl ARGS`` in the same environment (no NOTIFY_SOCKET)."""
-        env = self.command_env()
-        env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_USEC", None)
+        """``python -m sufd.cli.sufctl ARGS`` in the user's environment (no NOTIFY_SOCKET)."""
         return subprocess.run(
             [sys.executable, "-m", "sufd.cli.sufctl", *args],
-            env=env,
+            env=self.user_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def run_sufd(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """``python -m sufd ARGS`` to completion (e.g. a second ``run`` that must refuse)."""
+    def run_sufd(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m sufd ARGS`` to completion (e.g. a second ``run`` that must refuse), in
+        the daemon's environment plus ``env``."""
         return subprocess.run(
             [sys.executable, "-m", "sufd", *args],
-            env=self.command_env(),
+            env=self.command_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def run_detached(
+        self, env: Mapping[str, str] | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``sufd run --daemon`` as a user types it (no service manager variables), plus
+        ``env``; a daemon it leaves holding :attr:`lock` is killed at teardown."""
+        return subprocess.run(
+            [sys.executable, "-m", "sufd", "run", "--daemon"],
+            env=self.user_env(env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -418,13 +564,7 @@ class Harness:
     def log_records(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
             return []
-        out = []
-        for line in self.log_file.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    out.append(obj)
-        return out
+        return _json_records(self.log_file.read_text(errors="replace"))
 
     def log_events(self, name: str, **match: Any) -> list[dict[str, Any]]:
         """Structured log records whose ``event`` is ``name`` (and whose fields match)."""
@@ -433,6 +573,67 @@ class Harness:
             for r in self.log_records()
             if r.get("event") == name and all(r.get(k) == v for k, v in match.items())
         ]
+
+    def root_status(
+        self, path: Path, status: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The ``status`` entry of the watched root ``path`` (state, backend, ...), if any."""
+        st = self.status() if status is None else status
+        roots = {r["path"]: r for s in st["sources"] for r in s["roots"]}
+        root: dict[str, Any] | None = roots.get(str(path))
+        return root
+
+    # -- waiting for it -------------------------------------------------------------------
+
+    def wait_events(
+        self,
+        events: Iterable[Usage],
+        timeout: float = 5.0,
+        what: str = "",
+        *,
+        interval: float = 0.05,
+    ) -> float:
+        """Wait until every one of ``events`` is in the ledger; return the seconds it took."""
+        expected = list(events)
+        t0 = time.monotonic()
+
+        def detail() -> str:
+            missing = sorted(set(expected) - set(self.events_in_store()))
+            return (
+                f"{what or 'events in the ledger'}; {len(missing)} missing, e.g. {missing[:5]}"
+                f"\n{self.diagnostics()}"
+            )
+
+        wait_until(lambda: self.has_events(expected), timeout, interval=interval, what=detail)
+        return time.monotonic() - t0
+
+    def wait_log(self, name: str, timeout: float = 5.0, **match: Any) -> list[dict[str, Any]]:
+        """Wait for log records named ``name`` (with fields matching ``match``); return them."""
+        return wait_until(
+            lambda: self.log_events(name, **match),
+            timeout,
+            what=self.with_diagnostics(f"log event {name} {match}"),
+        )
+
+    def wait_root(
+        self, path: Path, state: str = "watching", timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Wait until the root ``path`` is in ``state`` after a first ingest cycle; return its
+        ``status`` entry."""
+
+        def reached() -> dict[str, Any] | None:
+            with contextlib.suppress(ControlError):
+                st = self.status()
+                root = self.root_status(path, st)
+                if root and root["state"] == state and st["cycles"] >= 1:
+                    return root
+            return None
+
+        return wait_until(
+            reached,
+            timeout,
+            what=self.with_diagnostics(f"root {path} {state}"),
+        )
 
     # -- writing source files -------------------------------------------------------------
 

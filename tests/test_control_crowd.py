@@ -148,7 +148,7 @@ def assert_priority_verbs_answer(h: Harness, daemon: DaemonProcess, when: str) -
             f" {proc.stderr.strip()!r} {proc.stdout[:200]!r}\n{h.diagnostics(daemon)}"
         )
     assert daemon.alive()
-    assert "Traceback" not in daemon.output()
+    assert "Traceback" not in daemon.text()
 
 
 def test_status_and_ping_get_through_hundreds_of_idle_clients(harness: Harness) -> None:

@@ -1,7 +1,7 @@
 """Socket security and robustness of the control socket (acceptance item).
 
-Real-daemon tests start ``python -m sufd run --foreground`` in an isolated HOME/XDG tree (see
-:func:`tests.conftest.make_env`) and talk to it over raw sockets, so every byte on the wire is
+Real-daemon tests start ``python -m sufd run --foreground`` for an isolated user
+(:mod:`tests.daemon_harness`) and talk to it over raw sockets, so every byte on the wire is
 the test's own. Timeouts and client limits are checked on an in-process
 :class:`sufd.control.server.ControlServer` with a 1 s idle timeout, so the module stays fast.
 
@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,11 @@ from sufd.control.protocol import (
 )
 from sufd.errors import ControlError
 from tests.conftest import REPO, SufdEnv, make_env
+from tests.daemon_harness import (
+    DaemonProcess,
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,67 +59,17 @@ NOBODY = 65534
 PROTOCOL_ERRORS = {"bad_json", "bad_request", "unsupported_protocol", "unknown_command"}
 
 
-# -- a small daemon fixture (independent of tests/daemon_harness.py) ---------------------
+# -- the daemon --------------------------------------------------------------------------
 
 
 def socket_path(env: SufdEnv) -> Path:
     return Path(env.env["XDG_RUNTIME_DIR"]) / "sufd" / "sufd.sock"
 
 
-@dataclass
-class RunningDaemon:
-    env: SufdEnv
-    proc: subprocess.Popen[bytes]
-    socket: Path
-    log_path: Path
-
-    def call(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        return client.call(self.socket, cmd, args, timeout=5.0)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-def start_daemon(env: SufdEnv, log_path: Path, *, deadline_s: float = 20.0) -> RunningDaemon:
-    """Start ``sufd run --foreground`` and wait until ``hello`` answers."""
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sufd", "run", "--foreground"],
-            env=env.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = RunningDaemon(env, proc, socket_path(env), log_path)
-    deadline = time.monotonic() + deadline_s
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"sufd run exited {proc.returncode}:\n{daemon.log()}")
-        try:
-            client.call(daemon.socket, "hello", timeout=1.0)
-            return daemon
-        except ControlError:
-            if time.monotonic() > deadline:
-                daemon.kill()
-                raise AssertionError(f"sufd did not answer hello:\n{daemon.log()}") from None
-            time.sleep(0.05)
-
-
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
-    d = start_daemon(make_env(tmp_path), tmp_path / "daemon.log")
-    try:
-        yield d
-    finally:
-        d.kill()
+def daemon(harness: Harness) -> DaemonProcess:
+    """The real daemon of ``harness``'s user, ready (killed at teardown by the harness)."""
+    return harness.start()
 
 
 @pytest.fixture
@@ -184,11 +138,11 @@ def error_code(reply: dict[str, Any] | None) -> str | None:
     return str(reply["error"]["code"])
 
 
-def assert_serves(d: RunningDaemon) -> None:
+def assert_serves(h: Harness, d: DaemonProcess) -> None:
     """Another client still gets a full ``status``, quickly."""
     started = time.monotonic()
-    result = d.call("status")
-    assert result["pid"] == d.proc.pid
+    result = h.call("status")
+    assert result["pid"] == d.pid
     assert time.monotonic() - started < 2.0
     assert d.alive()
 
@@ -200,8 +154,8 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def test_socket_0600_in_runtime_dir_0700(daemon: RunningDaemon) -> None:
-    sock = daemon.socket
+def test_socket_0600_in_runtime_dir_0700(harness: Harness, daemon: DaemonProcess) -> None:
+    sock = harness.socket
     assert stat.S_ISSOCK(sock.lstat().st_mode)
     assert mode(sock) == 0o600
     assert mode(sock.parent) == 0o700
@@ -209,8 +163,8 @@ def test_socket_0600_in_runtime_dir_0700(daemon: RunningDaemon) -> None:
     assert mode(sock.parent / "sufd.lock") == 0o600
 
 
-def test_ledger_files_0600_in_0700_dir(daemon: RunningDaemon) -> None:
-    db = daemon.env.db
+def test_ledger_files_0600_in_0700_dir(harness: Harness, daemon: DaemonProcess) -> None:
+    db = harness.db
     assert db.exists()
     assert mode(db.parent) == 0o700
     for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
@@ -218,20 +172,20 @@ def test_ledger_files_0600_in_0700_dir(daemon: RunningDaemon) -> None:
             assert mode(f) == 0o600, f
 
 
-def test_log_file_0600_in_0700_dir(daemon: RunningDaemon) -> None:
-    log_dir = Path(daemon.call("status")["paths"]["log_dir"])
+def test_log_file_0600_in_0700_dir(harness: Harness, daemon: DaemonProcess) -> None:
+    log_dir = Path(harness.call("status")["paths"]["log_dir"])
     log_file = log_dir / "sufd.log"
     assert log_file.exists()
     assert mode(log_file) == 0o600
     assert mode(log_dir) == 0o700
 
 
-def test_state_file_0600_in_0700_dir(daemon: RunningDaemon) -> None:
+def test_state_file_0600_in_0700_dir(harness: Harness, daemon: DaemonProcess) -> None:
     # state.json is written on the first pause; the pause is undone right away.
-    daemon.call("pause-watcher", {"sources": ["codex"], "reason": "mode test"})
-    daemon.call("resume-watcher", {"sources": ["codex"]})
-    state_dir = Path(daemon.env.env["XDG_STATE_HOME"]) / "sufd"
-    state_file = state_dir / "state.json"
+    harness.call("pause-watcher", {"sources": ["codex"], "reason": "mode test"})
+    harness.call("resume-watcher", {"sources": ["codex"]})
+    state_file = harness.state_file
+    state_dir = state_file.parent
     assert state_file.exists()
     assert mode(state_file) == 0o600
     assert mode(state_dir) == 0o700, (
@@ -242,25 +196,18 @@ def test_state_file_0600_in_0700_dir(daemon: RunningDaemon) -> None:
 # -- unsafe runtime directory -------------------------------------------------------------
 
 
-def run_refused(env: SufdEnv) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sufd", "run", "--foreground"],
-        env=env.env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+def run_refused(h: Harness) -> subprocess.CompletedProcess[str]:
+    proc = h.run_sufd("run", "--foreground", timeout=20)
     assert proc.returncode != 0, f"sufd run started anyway:\n{proc.stderr}"
-    assert not socket_path(env).exists() or not stat.S_ISSOCK(socket_path(env).lstat().st_mode)
+    assert not h.socket.exists() or not stat.S_ISSOCK(h.socket.lstat().st_mode)
     return proc
 
 
-def test_refuses_world_writable_runtime_dir(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    rundir = socket_path(env).parent
+def test_refuses_world_writable_runtime_dir(harness: Harness) -> None:
+    rundir = harness.runtime_dir
     rundir.mkdir()
     rundir.chmod(0o777)
-    proc = run_refused(env)
+    proc = run_refused(harness)
     assert str(rundir) in proc.stderr
     assert "0777" in proc.stderr
     assert f"chmod 700 {rundir}" in proc.stderr
@@ -268,22 +215,20 @@ def test_refuses_world_writable_runtime_dir(tmp_path: Path) -> None:
     assert mode(rundir) == 0o777, "the daemon must refuse, not silently fix, the directory"
 
 
-def test_refuses_group_readable_runtime_dir(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    rundir = socket_path(env).parent
+def test_refuses_group_readable_runtime_dir(harness: Harness) -> None:
+    rundir = harness.runtime_dir
     rundir.mkdir()
     rundir.chmod(0o750)
-    proc = run_refused(env)
+    proc = run_refused(harness)
     assert str(rundir) in proc.stderr and "chmod 700" in proc.stderr
 
 
-def test_refuses_symlinked_runtime_dir(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    rundir = socket_path(env).parent
+def test_refuses_symlinked_runtime_dir(harness: Harness, tmp_path: Path) -> None:
+    rundir = harness.runtime_dir
     target = tmp_path / "elsewhere"
     target.mkdir(mode=0o700)
     rundir.symlink_to(target)
-    proc = run_refused(env)
+    proc = run_refused(harness)
     assert str(rundir) in proc.stderr
     assert "symlink" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -291,12 +236,11 @@ def test_refuses_symlinked_runtime_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
-def test_refuses_runtime_dir_owned_by_another_uid(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    rundir = socket_path(env).parent
+def test_refuses_runtime_dir_owned_by_another_uid(harness: Harness) -> None:
+    rundir = harness.runtime_dir
     rundir.mkdir(mode=0o700)
     os.chown(rundir, NOBODY, NOBODY)
-    proc = run_refused(env)
+    proc = run_refused(harness)
     assert str(rundir) in proc.stderr
     assert f"uid {NOBODY}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -375,107 +319,95 @@ def connect_as_nobody(py: str, path: Path) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
-def test_other_uid_stopped_by_runtime_dir_permissions(open_base: Path) -> None:
+def test_other_uid_stopped_by_runtime_dir_permissions(harness: Harness) -> None:
     py = need_nobody_python()
-    env = make_env(open_base)
-    d = start_daemon(env, open_base / "daemon.log")
-    xdg_runtime = Path(env.env["XDG_RUNTIME_DIR"])
+    h = harness
+    d = h.start()
+    xdg_runtime = Path(h.env.env["XDG_RUNTIME_DIR"])  # a private dir right under /tmp
+    # Let uid 65534 reach sufd's own runtime dir, so that dir (0700) is what refuses.
+    xdg_runtime.chmod(0o711)
     try:
-        # Let uid 65534 reach sufd's own runtime dir, so that dir (0700) is what refuses.
-        xdg_runtime.chmod(0o711)
-        try:
-            outcome = connect_as_nobody(py, d.socket)
-        finally:
-            xdg_runtime.chmod(0o700)
-        assert outcome == {"connect_errno": 13}, outcome  # EACCES
-        assert mode(d.socket.parent) == 0o700
-        assert_serves(d)
+        outcome = connect_as_nobody(py, h.socket)
     finally:
-        d.kill()
+        xdg_runtime.chmod(0o700)
+    assert outcome == {"connect_errno": 13}, outcome  # EACCES
+    assert mode(h.socket.parent) == 0o700
+    assert_serves(h, d)
 
 
-def test_other_uid_refused_by_peer_credentials(open_base: Path) -> None:
+def test_other_uid_refused_by_peer_credentials(harness: Harness) -> None:
     py = need_nobody_python()
-    env = make_env(open_base)
-    d = start_daemon(env, open_base / "daemon.log")
-    xdg_runtime = Path(env.env["XDG_RUNTIME_DIR"])
-    rundir = d.socket.parent
+    h = harness
+    d = h.start()
+    xdg_runtime = Path(h.env.env["XDG_RUNTIME_DIR"])  # a private dir right under /tmp
+    rundir = h.socket.parent
+    # Open the file-system path so the daemon's SO_PEERCRED check alone must refuse.
+    xdg_runtime.chmod(0o711)
+    rundir.chmod(0o711)
+    h.socket.chmod(0o666)
     try:
-        # Open the file-system path so the daemon's SO_PEERCRED check alone must refuse.
-        xdg_runtime.chmod(0o711)
-        rundir.chmod(0o711)
-        d.socket.chmod(0o666)
-        try:
-            outcomes = [connect_as_nobody(py, d.socket) for _ in range(2)]
-        finally:
-            d.socket.chmod(0o600)
-            rundir.chmod(0o700)
-            xdg_runtime.chmod(0o700)
-        for outcome in outcomes:
-            assert "reply" in outcome, outcome
-            reply = json.loads(outcome["reply"])
-            assert error_code(reply) == "permission_denied"
-            assert "status" not in json.dumps(reply.get("result", {}))
-            assert outcome["then_eof"], "the connection must be closed after the refusal"
-        deadline = time.monotonic() + 5
-        while "control.peer_rejected" not in d.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        rejected = [
-            json.loads(line)
-            for line in d.log().splitlines()
-            if "control.peer_rejected" in line and line.startswith("{")
-        ]
-        assert rejected, d.log()
-        assert rejected[0]["peer_uid"] == NOBODY
-        assert_serves(d)
-        assert d.call("ping")["pong"] is True
+        outcomes = [connect_as_nobody(py, h.socket) for _ in range(2)]
     finally:
-        d.kill()
+        h.socket.chmod(0o600)
+        rundir.chmod(0o700)
+        xdg_runtime.chmod(0o700)
+    for outcome in outcomes:
+        assert "reply" in outcome, outcome
+        reply = json.loads(outcome["reply"])
+        assert error_code(reply) == "permission_denied"
+        assert "status" not in json.dumps(reply.get("result", {}))
+        assert outcome["then_eof"], "the connection must be closed after the refusal"
+    rejected = h.wait_log("control.peer_rejected", 5)
+    assert rejected[0]["peer_uid"] == NOBODY
+    assert_serves(h, d)
+    assert h.call("ping")["pong"] is True
 
 
 # -- robustness: each misbehaviour, then another client is served -----------------------
 
 
-def test_garbage_line_gets_bad_json(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_garbage_line_gets_bad_json(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket) as c:
         c.send(b"\x00\xff\xfegarbage {{{ not json\n")
         assert error_code(c.reply()) == "bad_json"
         # The connection survives a bad request: the next one on it is answered.
         c.request("ping", req_id="after")
         reply = c.reply()
         assert reply is not None and reply["ok"] is True and reply["id"] == "after"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
 @pytest.mark.parametrize("line", [b"[1, 2, 3]", b'"status"', b"42", b"null", b"true"])
-def test_non_object_json_gets_bad_request(daemon: RunningDaemon, line: bytes) -> None:
-    with Conn(daemon.socket) as c:
+def test_non_object_json_gets_bad_request(
+    harness: Harness, daemon: DaemonProcess, line: bytes
+) -> None:
+    with Conn(harness.socket) as c:
         c.send(line + b"\n")
         assert error_code(c.reply()) == "bad_request"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_unknown_command(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_unknown_command(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket) as c:
         c.request("frobnicate", req_id=7)
         reply = c.reply()
         assert error_code(reply) == "unknown_command"
         assert reply is not None and "frobnicate" in reply["error"]["message"]
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
 @pytest.mark.parametrize("version", [2, 0, "1", None])
-def test_wrong_protocol_version(daemon: RunningDaemon, version: Any) -> None:
-    with Conn(daemon.socket) as c:
+def test_wrong_protocol_version(harness: Harness, daemon: DaemonProcess, version: Any) -> None:
+    with Conn(harness.socket) as c:
         c.send(json.dumps({"v": version, "id": "x", "cmd": "status"}).encode() + b"\n")
         assert error_code(c.reply()) == "unsupported_protocol"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_error_replies_echo_the_request_id(daemon: RunningDaemon) -> None:
+def test_error_replies_echo_the_request_id(harness: Harness, daemon: DaemonProcess) -> None:
     # protocol.py: an error response carries the request's id, like a success does, so a
     # client that pipelines can tell which request failed.
-    with Conn(daemon.socket) as c:
+    with Conn(harness.socket) as c:
         c.send(b'{"v":1,"id":7,"cmd":"frobnicate"}\n')
         c.send(b'{"v":2,"id":"x","cmd":"status"}\n')
         c.send(b'{"v":1,"id":9,"cmd":"status","args":[]}\n')
@@ -490,54 +422,55 @@ def test_error_replies_echo_the_request_id(daemon: RunningDaemon) -> None:
     assert [r["id"] for r in replies if r] == [7, "x", 9, 10]
 
 
-def test_bad_args_and_missing_cmd(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_bad_args_and_missing_cmd(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket) as c:
         c.send(b'{"v":1,"id":1}\n')
         assert error_code(c.reply()) == "bad_request"
         c.send(b'{"v":1,"id":2,"cmd":"status","args":[1]}\n')
         assert error_code(c.reply()) == "bad_request"
         c.send(b'{"v":1,"id":3,"cmd":"rescan","args":{"sources":["nope"]}}\n')
         assert error_code(c.reply()) == "bad_request"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
 def test_two_mib_line_without_newline_is_refused_and_disconnected(
-    daemon: RunningDaemon,
+    harness: Harness,
+    daemon: DaemonProcess,
 ) -> None:
-    with Conn(daemon.socket, timeout=10.0) as c:
+    with Conn(harness.socket, timeout=10.0) as c:
         payload = b'{"v":1,"id":1,"cmd":"status","args":{"pad":"' + b"a" * (2 * 1024 * 1024)
         # The daemon may hang up before it has read everything: that is the point.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             c.send(payload)
         assert error_code(c.reply()) == "request_too_large"
         assert c.closed_by_peer()
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_line_just_under_the_limit_is_served(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket, timeout=10.0) as c:
+def test_line_just_under_the_limit_is_served(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket, timeout=10.0) as c:
         head = b'{"v":1,"id":"big","cmd":"ping","args":{"pad":"'
         tail = b'"}}\n'
         c.send(head + b"a" * (MAX_LINE - len(head) - len(tail)) + tail)
         reply = c.reply()
         assert reply is not None and reply["ok"] is True and reply["id"] == "big"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_stalled_client_does_not_block_others(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as stalled:
+def test_stalled_client_does_not_block_others(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket) as stalled:
         stalled.send(b'{"v":1,"id":1,"cmd":"sta')
         for _ in range(3):
-            assert_serves(daemon)
+            assert_serves(harness, daemon)
         # Finishing the line later is still answered (well within the idle timeout).
         stalled.send(b'tus"}\n')
         reply = stalled.reply()
         assert reply is not None and reply["ok"] is True
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_pipelined_requests_answered_in_order(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_pipelined_requests_answered_in_order(harness: Harness, daemon: DaemonProcess) -> None:
+    with Conn(harness.socket) as c:
         lines = [
             {"v": 1, "id": 1, "cmd": "ping"},
             {"v": 1, "id": "two", "cmd": "hello"},
@@ -552,47 +485,47 @@ def test_pipelined_requests_answered_in_order(daemon: RunningDaemon) -> None:
         # (The id of the failed one is checked in test_error_replies_echo_the_request_id.)
         assert [r["id"] for r in replies if r and r["ok"]] == [1, "two", [4], 5]
         assert replies[1] is not None and replies[1]["result"]["protocol"] == PROTOCOL
-        assert replies[3] is not None and replies[3]["result"]["pid"] == daemon.proc.pid
-    assert_serves(daemon)
+        assert replies[3] is not None and replies[3]["result"]["pid"] == daemon.pid
+    assert_serves(harness, daemon)
 
 
-def test_clients_vanishing_mid_request_do_not_hurt(daemon: RunningDaemon) -> None:
+def test_clients_vanishing_mid_request_do_not_hurt(harness: Harness, daemon: DaemonProcess) -> None:
     for i in range(10):
         # Half a line, then gone.
-        with Conn(daemon.socket) as c:
+        with Conn(harness.socket) as c:
             c.send(b'{"v":1,"id":1,"cmd":"sta')
         # A full request, gone before the reply is read.
-        with Conn(daemon.socket) as c:
+        with Conn(harness.socket) as c:
             c.request("status", req_id=i)
         # Connect and leave at once.
-        Conn(daemon.socket).close()
+        Conn(harness.socket).close()
     # The daemon notices each departure asynchronously; the slots come back promptly.
     deadline = time.monotonic() + 2.0
     while True:
         try:
-            assert_serves(daemon)
+            assert_serves(harness, daemon)
             break
         except ControlError as exc:
             assert getattr(exc, "code", "busy") == "busy" and time.monotonic() < deadline, exc
             time.sleep(0.05)
     time.sleep(0.3)
     assert daemon.alive()
-    assert "Traceback" not in daemon.log()
-    assert "control.handler_failed" not in daemon.log()
+    assert "Traceback" not in daemon.text()
+    assert "control.handler_failed" not in daemon.text()
 
 
-def test_clients_beyond_sixteen_are_served(daemon: RunningDaemon) -> None:
+def test_clients_beyond_sixteen_are_served(harness: Harness, daemon: DaemonProcess) -> None:
     """issue 12 item 7: connections that stay open after a request hold no slot; a
     seventeenth (and more) client is answered, and so are the sixteen afterwards."""
     conns: list[Conn] = []
     try:
         for i in range(24):
-            c = Conn(daemon.socket)
+            c = Conn(harness.socket)
             conns.append(c)
             c.request("ping", req_id=i)
             reply = c.reply()
             assert reply is not None and reply["ok"] is True, (i, reply)
-        assert_serves(daemon)
+        assert_serves(harness, daemon)
         for i, c in enumerate(conns):
             c.request("hello", req_id=i)
             reply = c.reply()
@@ -602,36 +535,41 @@ def test_clients_beyond_sixteen_are_served(daemon: RunningDaemon) -> None:
             c.close()
 
 
-def test_deeply_nested_request_is_bad_json_on_the_wire(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_deeply_nested_request_is_bad_json_on_the_wire(
+    harness: Harness, daemon: DaemonProcess
+) -> None:
+    with Conn(harness.socket) as c:
         c.send(b"[" * 100_000 + b"\n")
         assert error_code(c.reply()) == "bad_json"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
 def test_request_id_that_cannot_be_utf8_encoded_still_gets_a_reply(
-    daemon: RunningDaemon,
+    harness: Harness,
+    daemon: DaemonProcess,
 ) -> None:
     # Valid JSON: a lone surrogate escape. The daemon echoes the id in its reply.
-    with Conn(daemon.socket) as c:
+    with Conn(harness.socket) as c:
         c.send(b'{"v":1,"id":"\\ud800","cmd":"ping"}\n')
         reply = c.reply()
         assert reply is not None, "the daemon hung up without any reply"
-    assert_serves(daemon)
+    assert_serves(harness, daemon)
 
 
-def test_pause_reason_with_lone_surrogate_does_not_break_status(daemon: RunningDaemon) -> None:
-    with Conn(daemon.socket) as c:
+def test_pause_reason_with_lone_surrogate_does_not_break_status(
+    harness: Harness, daemon: DaemonProcess
+) -> None:
+    with Conn(harness.socket) as c:
         c.send(
             b'{"v":1,"id":1,"cmd":"pause-watcher","args":{"sources":["codex"],'
             b'"reason":"\\udcff bad"}}\n'
         )
         c.reply()
     try:
-        assert_serves(daemon)
+        assert_serves(harness, daemon)
     finally:
         with contextlib.suppress(ControlError):
-            daemon.call("resume-watcher", {"sources": ["codex"]})
+            harness.call("resume-watcher", {"sources": ["codex"]})
 
 
 # -- in-process server: idle timeout and client limit ------------------------------------

@@ -43,18 +43,6 @@ def _wait_cycles(h: Harness, kind: str, before: int) -> list[dict[str, Any]]:
     return wait_until(lambda: _cycles(h, kind)[before:], 3.0, what=f"an ingest.cycle ({kind})")
 
 
-def _wait_events(h: Harness, expected: list[Usage], timeout: float, what: str) -> float:
-    """Wait until every expected event is in the store; returns the seconds it took."""
-    t0 = time.monotonic()
-    wait_until(
-        lambda: h.has_events(expected),
-        timeout,
-        interval=0.02,
-        what=lambda: f"{what}; store has {sorted(h.events_in_store())}\n{h.diagnostics()}",
-    )
-    return time.monotonic() - t0
-
-
 def _assert_absent(h: Harness, events: list[Usage], seconds: float, why: str) -> None:
     """Watch the store for ``seconds`` and fail as soon as any of ``events`` shows up."""
     deadline = time.monotonic() + seconds
@@ -84,7 +72,7 @@ def test_appends_reach_store_and_report_within_2s(harness: Harness) -> None:
     t0 = time.monotonic()
     append_lines(cfile, line1)
     append_lines(xfile, line2)
-    _wait_events(h, [ev1, ev2], LATENCY_S, "both appends in the store within 2 s")
+    h.wait_events([ev1, ev2], LATENCY_S, "both appends in the store within 2 s", interval=0.02)
     assert h.events_in_store() == Counter([ev1, ev2]), "exactly the two events written"
 
     # The report reads the aggregates, committed with the events: already there.
@@ -125,7 +113,7 @@ def test_burst_within_debounce_is_one_cycle(harness: Harness) -> None:
                 time.sleep(0.025)
         written += events
         gaps = [round(b - a, 3) for a, b in zip(stamps, stamps[1:], strict=False)]
-        _wait_events(h, events, 5.0, "the burst's five events")
+        h.wait_events(events, 5.0, "the burst's five events", interval=0.02)
         _wait_cycles(h, "changes", before)
         time.sleep(1.0)  # a second cycle, if the burst was split, is logged by now
         if stamps[-1] - stamps[0] < 0.15:
@@ -159,7 +147,7 @@ def test_only_the_changed_file_is_read(harness: Harness) -> None:
 
     line, ev = sessions[2].assistant(20, input=777, output=77)
     appended = append_lines(files[2], sessions[2].user(20), line)
-    _wait_events(h, [ev], LATENCY_S, "the appended event")
+    h.wait_events([ev], LATENCY_S, "the appended event", interval=0.02)
     cycle = _wait_cycles(h, "changes", before)[0]
     assert cycle["files"] == 1, f"only the changed file must be read: {cycle}"
     assert cycle["bytes"] == appended, f"read {cycle['bytes']} bytes, appended {appended}"
@@ -184,11 +172,11 @@ def test_missing_root_created_after_start_is_picked_up(harness: Harness) -> None
     line, ev = session.token_count(5, input=4000, cached=1000, output=400, reasoning=40)
     append_lines(h.codex_file(), session.meta(0), session.turn_context(0), line)
     # A missing root is checked once a heartbeat (1 s), then caught up.
-    _wait_events(h, [ev], 5.0, "the event of a root created after start")
+    h.wait_events([ev], 5.0, "the event of a root created after start", interval=0.02)
 
     line2, ev2 = session.token_count(6, input=100, cached=0, output=10, reasoning=0)
     append_lines(h.codex_file(), line2)
-    _wait_events(h, [ev2], LATENCY_S, "an append under the new root (now watched)")
+    h.wait_events([ev2], LATENCY_S, "an append under the new root (now watched)", interval=0.02)
     assert h.events_in_store() == Counter([ev, ev2])
 
 
@@ -212,11 +200,13 @@ def test_root_deleted_and_recreated_is_watched_again(harness: Harness) -> None:
     # ext4 often hands the freed inode number to the new directory at once: the recreated
     # root may have the same (st_dev, st_ino) as the deleted one.
     reused = "the same inode" if inode_after == inode_before else "a new inode"
-    _wait_events(h, [ev_new], 5.0, f"the first event in the recreated root ({reused})")
+    h.wait_events([ev_new], 5.0, f"the first event in the recreated root ({reused})", interval=0.02)
 
     line, ev_next = new.assistant(3, input=33, output=3)
     append_lines(path, line)
-    _wait_events(h, [ev_next], LATENCY_S, "an append in the recreated root (watch rebuilt)")
+    h.wait_events(
+        [ev_next], LATENCY_S, "an append in the recreated root (watch rebuilt)", interval=0.02
+    )
     # A vanished file keeps its events.
     assert h.events_in_store() == Counter([ev_old, ev_new, ev_next])
 
@@ -249,7 +239,7 @@ def test_reconcile_catches_what_no_watcher_saw(harness: Harness, how: str) -> No
     append_lines(path, line)
     _assert_absent(h, [ev], 0.6, "without a watcher nothing may ingest before a reconcile")
 
-    _wait_events(h, [ev], 5.0, "the reconcile scan to ingest the append")
+    h.wait_events([ev], 5.0, "the reconcile scan to ingest the append", interval=0.02)
     cycles = wait_until(lambda: _cycles(h)[before:], 3.0, what="the reconcile's ingest.cycle")
     assert [c["kind"] for c in cycles] == ["scan"], cycles
     assert cycles[0]["events"] == 1 and cycles[0]["files"] == 1, cycles
@@ -309,7 +299,7 @@ def test_pause_then_resume_ingests_everything(harness: Harness) -> None:
 
     # Over the socket rather than sufctl, so the append below follows the catch-up closely.
     assert set(h.call("resume-watcher")["resumed"]) >= {"claude", "codex"}
-    _wait_events(h, written, 5.0, "everything written during the pause, after resume")
+    h.wait_events(written, 5.0, "everything written during the pause, after resume", interval=0.02)
     assert h.events_in_store() == Counter(written)
     # And it watches again. The catch-up must not run before the watchers are armed again,
     # else what is written in between waits for the next reconcile (60 s).
@@ -317,7 +307,9 @@ def test_pause_then_resume_ingests_everything(harness: Harness) -> None:
     append_lines(cfile, line)
     roots = [r for s in h.status()["sources"] for r in s["roots"] if r["state"] != "missing"]
     states = {r["path"]: r["state"] for r in roots}
-    _wait_events(h, [ev], LATENCY_S, f"an append after resume (roots after catch-up: {states})")
+    h.wait_events(
+        [ev], LATENCY_S, f"an append after resume (roots after catch-up: {states})", interval=0.02
+    )
 
 
 def test_pause_persists_across_restart(harness: Harness) -> None:
@@ -344,7 +336,7 @@ def test_pause_persists_across_restart(harness: Harness) -> None:
     assert h.status()["state"] == "paused"
 
     _ok(h.ctl("resume-watcher"))
-    _wait_events(h, [ev_down, ev_up], 5.0, "the catch-up after resume")
+    h.wait_events([ev_down, ev_up], 5.0, "the catch-up after resume", interval=0.02)
     assert h.events_in_store() == Counter([ev_down, ev_up])
     assert h.status()["pause"] == {}
 
@@ -366,7 +358,7 @@ def test_pause_for_duration_expires_by_itself(harness: Harness) -> None:
     line, ev = claude.assistant(1, input=321, output=12)
     append_lines(path, line)
     _assert_absent(h, [ev], until - time.time() - 0.3, "the pause runs 2 s")
-    _wait_events(h, [ev], 5.0, "the pause to expire and the catch-up to ingest")
+    h.wait_events([ev], 5.0, "the pause to expire and the catch-up to ingest", interval=0.02)
     assert time.time() >= until - 0.05, "ingested before the pause could have expired"
     assert h.status()["pause"] == {}
     assert h.log_events("watch.pause_expired"), "the expiry is logged"

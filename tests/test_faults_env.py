@@ -91,7 +91,6 @@ from tests.daemon_harness import (
     BASE_TS,
     ClaudeSession,
     CodexSession,
-    DaemonProcess,
     Harness,
     Usage,
     append_lines,
@@ -159,16 +158,6 @@ class Turns:
         return events
 
 
-def wait_events(h: Harness, events: list[Usage], timeout: float, what: str) -> None:
-    """Every event of ``events`` is in the ledger within ``timeout`` seconds."""
-    wait_until(
-        lambda: h.has_events(events),
-        timeout,
-        interval=0.05,
-        what=lambda: f"{what}\n{h.diagnostics()}",
-    )
-
-
 def exactly_once(h: Harness, events: list[Usage]) -> None:
     """The ledger holds these events and nothing else, each once."""
     store = h.events_in_store()
@@ -197,28 +186,6 @@ def status_text(h: Harness) -> str:
 def warnings_of(h: Harness) -> list[str]:
     """The daemon's current warnings (by the control socket: cheaper than sufctl)."""
     return [str(w) for w in h.status()["warnings"]]
-
-
-def stderr_events(d: DaemonProcess, name: str) -> list[dict[str, Any]]:
-    """Records named ``name`` that the daemon wrote on stderr (JSON lines off a TTY)."""
-    out = []
-    for line in d.stderr.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("event") == name:
-            out.append(rec)
-    return out
-
-
-def wait_log(h: Harness, name: str, timeout: float = 5.0, **match: Any) -> list[dict[str, Any]]:
-    """Records named ``name`` in the log file, once there is one."""
-    return wait_until(
-        lambda: h.log_events(name, **match),
-        timeout,
-        what=lambda: f"log event {name} {match}\n{h.diagnostics()}",
-    )
 
 
 def wait_warning(h: Harness, text: str, timeout: float = 5.0) -> str:
@@ -251,26 +218,26 @@ def test_log_dir_not_writable_at_start(unprivileged: Harness) -> None:
     turns.add(3)
     log_dir.chmod(0o500)
     d = h.start()
-    wait_events(h, turns.written, 10, "the start-up catch-up")
+    h.wait_events(turns.written, 10, "the start-up catch-up")
 
     problem = f"cannot write the log file in {log_dir}: Permission denied"
     assert problem in warnings_of(h)
     assert f"warning     {problem}" in status_text(h)
-    unavailable = stderr_events(d, "log.file_unavailable")
+    unavailable = d.stderr_events("log.file_unavailable")
     assert unavailable and unavailable[0]["problem"] == problem, d.output()
     assert not h.log_file.exists()
 
     during = turns.add(2)
-    wait_events(h, during, 5, "an append while the log cannot be written")
-    assert stderr_events(d, "ingest.cycle"), "records go to stderr meanwhile"
+    h.wait_events(during, 5, "an append while the log cannot be written")
+    assert d.stderr_events("ingest.cycle"), "records go to stderr meanwhile"
 
     log_dir.chmod(0o700)
-    recovered = wait_log(h, "log.file_recovered")
+    recovered = h.wait_log("log.file_recovered")
     assert recovered[0]["problem_was"] == problem
     wait_no_warning(h, "log file")
     after = turns.add(1)
-    wait_events(h, after, 5, "an append after the log is back")
-    wait_log(h, "ingest.cycle")
+    h.wait_events(after, 5, "an append after the log is back")
+    h.wait_log("ingest.cycle")
     assert stat.S_IMODE(h.log_file.stat().st_mode) == 0o600
     assert d.alive()
     exactly_once(h, turns.written)
@@ -281,7 +248,7 @@ def test_log_dir_replaced_by_a_file(harness: Harness) -> None:
     turns = Turns(h, "s1")
     turns.add(2)
     d = h.start()
-    wait_events(h, turns.written, 10, "the start-up catch-up")
+    h.wait_events(turns.written, 10, "the start-up catch-up")
     log_dir = h.log_file.parent
 
     shutil.rmtree(log_dir)
@@ -289,18 +256,18 @@ def test_log_dir_replaced_by_a_file(harness: Harness) -> None:
     problem = f"cannot write the log file: {log_dir} is not a directory"
     wait_warning(h, problem)
     assert f"warning     {problem}" in status_text(h)
-    wait_until(lambda: stderr_events(d, "log.file_unavailable"), 5, what=d.output)
+    wait_until(lambda: d.stderr_events("log.file_unavailable"), 5, what=d.output)
     during = turns.add(3)
-    wait_events(h, during, 5, "an append while the log dir is a file")
+    h.wait_events(during, 5, "an append while the log dir is a file")
 
     log_dir.unlink()
-    recovered = wait_log(h, "log.file_recovered")
+    recovered = h.wait_log("log.file_recovered")
     assert recovered[0]["problem_was"] == problem
     assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
     wait_no_warning(h, "log file")
     after = turns.add(1)
-    wait_events(h, after, 5, "an append after the log dir is back")
-    wait_log(h, "ingest.cycle")
+    h.wait_events(after, 5, "an append after the log dir is back")
+    h.wait_log("ingest.cycle")
     assert d.alive()
     exactly_once(h, turns.written)
 
@@ -310,19 +277,19 @@ def test_log_dir_made_read_only_while_running(unprivileged: Harness) -> None:
     turns = Turns(h, "s1")
     turns.add(2)
     d = h.start()
-    wait_events(h, turns.written, 10, "the start-up catch-up")
+    h.wait_events(turns.written, 10, "the start-up catch-up")
     log_dir = h.log_file.parent
 
     log_dir.chmod(0o500)
     problem = f"log directory {log_dir} is not writable: sufd.log is not rotated"
     wait_warning(h, problem)
     during = turns.add(2)
-    wait_events(h, during, 5, "an append while the log dir is read-only")
+    h.wait_events(during, 5, "an append while the log dir is read-only")
     # The open file still takes records (it just could not be rotated).
-    wait_log(h, "log.file_unavailable", problem=problem)
+    h.wait_log("log.file_unavailable", problem=problem)
 
     log_dir.chmod(0o700)
-    wait_log(h, "log.file_recovered", problem_was=problem)
+    h.wait_log("log.file_recovered", problem_was=problem)
     wait_no_warning(h, "log directory")
     assert d.alive()
     exactly_once(h, turns.written)
@@ -333,13 +300,13 @@ def test_log_dir_removed_while_running(harness: Harness) -> None:
     turns = Turns(h, "s1")
     turns.add(2)
     d = h.start()
-    wait_events(h, turns.written, 10, "the start-up catch-up")
+    h.wait_events(turns.written, 10, "the start-up catch-up")
 
     shutil.rmtree(h.log_file.parent)
-    wait_log(h, "log.file_reopened", path=str(h.log_file))
+    h.wait_log("log.file_reopened", path=str(h.log_file))
     during = turns.add(2)
-    wait_events(h, during, 5, "an append after the log dir was removed")
-    wait_log(h, "ingest.cycle")
+    h.wait_events(during, 5, "an append after the log dir was removed")
+    h.wait_log("ingest.cycle")
     assert not any("log" in w for w in warnings_of(h))
     assert d.alive()
     exactly_once(h, turns.written)
@@ -354,7 +321,7 @@ def test_runtime_dir_removed_by_a_cleaner(harness: Harness) -> None:
     turns = Turns(h, "s1")
     turns.add(2)
     d = h.start()
-    wait_events(h, turns.written, 10, "the start-up catch-up")
+    h.wait_events(turns.written, 10, "the start-up catch-up")
     assert h.lock.read_text().strip() == str(d.pid)
 
     shutil.rmtree(h.runtime_dir)
@@ -363,15 +330,15 @@ def test_runtime_dir_removed_by_a_cleaner(harness: Harness) -> None:
     print(f"sufctl status answers again after {time.monotonic() - t0:.1f} s")
     assert stat.S_IMODE(h.runtime_dir.stat().st_mode) == 0o700
     assert h.lock.read_text().strip() == str(d.pid)
-    wait_log(h, "runtime.dir_recreated", path=str(h.runtime_dir))
-    wait_log(h, "runtime.lock_restored", pid=d.pid)
-    wait_log(h, "control.socket_rebound")
+    h.wait_log("runtime.dir_recreated", path=str(h.runtime_dir))
+    h.wait_log("runtime.lock_restored", pid=d.pid)
+    h.wait_log("control.socket_rebound")
 
     # The restored lock is held: a second daemon refuses to start.
     second = h.run_sufd("run", "--foreground", timeout=20)
     assert second.returncode != 0 and f"pid {d.pid}" in second.stderr, second.stderr
     during = turns.add(2)
-    wait_events(h, during, 5, "an append after the runtime dir came back")
+    h.wait_events(during, 5, "an append after the runtime dir came back")
 
     rc, _ = h.stop(d)
     assert rc == 0, h.diagnostics(d)
@@ -398,7 +365,7 @@ def test_runtime_dir_removed_is_no_opening_for_a_second_daemon_of_the_ledger(
     wait_until(lambda: h.ctl("status").returncode == 0, 5, interval=0.1, what=h.diagnostics)
     assert h.call("hello")["pid"] == first.pid
     assert h.lock.read_text().strip() == str(first.pid)
-    wait_log(h, "control.socket_rebound")
+    h.wait_log("control.socket_rebound")
     assert first.alive()
 
 
@@ -416,7 +383,7 @@ def test_runtime_dir_removed_and_another_daemon_started(harness: Harness) -> Non
         first.signal(18)  # SIGCONT
     rc = first.proc.wait(10)
     assert rc == 0, h.diagnostics(first)
-    taken = wait_log(h, "runtime.lock_taken")
+    taken = h.wait_log("runtime.lock_taken")
     assert taken[0]["other_pid"] == second.pid
     assert h.call("hello")["pid"] == second.pid
     assert h.lock.read_text().strip() == str(second.pid)
@@ -462,12 +429,12 @@ def test_unreadable_file_and_directory_while_running(unprivileged: Harness) -> N
     b.add(2)
     _, codex, more_codex = codex_turns(h)
     d = h.start()
-    wait_events(h, a.written + b.written + codex, 10, "the start-up catch-up")
+    h.wait_events(a.written + b.written + codex, 10, "the start-up catch-up")
 
     a.path.chmod(0o000)
     b.path.parent.chmod(0o000)
     hidden = a.add(2) + b.add(2)
-    wait_events(h, [more_codex()], 5, "the Codex append, next to the unreadable files")
+    h.wait_events([more_codex()], 5, "the Codex append, next to the unreadable files")
     for path in (a.path, b.path):
         wait_warning(h, f"cannot read {path}: PermissionError: Permission denied")
     text = status_text(h)
@@ -476,13 +443,13 @@ def test_unreadable_file_and_directory_while_running(unprivileged: Harness) -> N
     assert {str(a.path), str(b.path)} <= failed, failed
     assert not any(h.events_in_store()[e] for e in hidden)
     h.call("rescan")  # a full sweep too: unreadable is not deleted
-    wait_events(h, [more_codex()], 5, "a Codex append after the rescan")
+    h.wait_events([more_codex()], 5, "a Codex append after the rescan")
     assert files_gone(h) == 0, h.status()["sources"]
 
     a.path.chmod(0o600)
     b.path.parent.chmod(0o700)
     t0 = time.monotonic()
-    wait_events(h, hidden, 5, "what was written while unreadable, once readable again")
+    h.wait_events(hidden, 5, "what was written while unreadable, once readable again")
     print(f"caught up {time.monotonic() - t0:.2f} s after the modes were restored")
     wait_no_warning(h, "cannot read")
     assert d.alive()
@@ -501,7 +468,7 @@ def test_unreadable_root_and_directory_at_start(unprivileged: Harness) -> None:
     root = a.path.parent.parent
     root.chmod(0o000)
     d = h.start()
-    wait_events(h, codex, 10, "Codex, next to the unreadable Claude root")
+    h.wait_events(codex, 10, "Codex, next to the unreadable Claude root")
     wait_warning(h, f"Permission denied: '{root}'")
     st = status(h)
     claude = next(s for s in st["sources"] if s["name"] == "claude")
@@ -513,9 +480,9 @@ def test_unreadable_root_and_directory_at_start(unprivileged: Harness) -> None:
     assert not any(e.source == "claude" for e in h.events_in_store())
 
     root.chmod(0o700)
-    wait_events(h, a.written + b.written, 8, "the Claude root, once readable")
+    h.wait_events(a.written + b.written, 8, "the Claude root, once readable")
     wait_until(lambda: status(h)["state"] == "watching", 5, what=lambda: str(status(h)))
-    wait_events(h, [more_codex(), *a.add(1)], 5, "appends after the root came back")
+    h.wait_events([more_codex(), *a.add(1)], 5, "appends after the root came back")
     rc, _ = h.stop(d)
     assert rc == 0
 
@@ -523,15 +490,15 @@ def test_unreadable_root_and_directory_at_start(unprivileged: Harness) -> None:
     hidden = b.add(2)
     d = h.start()
     wait_warning(h, f"cannot read {b.path.parent}: Permission denied")
-    wait_events(h, [more_codex(), *a.add(1)], 5, "appends next to the unreadable directory")
+    h.wait_events([more_codex(), *a.add(1)], 5, "appends next to the unreadable directory")
     assert not any(h.events_in_store()[e] for e in hidden)
     assert files_gone(h) == 0
 
     b.path.parent.chmod(0o700)
-    wait_events(h, hidden, 5, "the directory's new content, once readable")
+    h.wait_events(hidden, 5, "the directory's new content, once readable")
     wait_no_warning(h, "cannot read")
     later = b.add(1)
-    wait_events(h, later, 5, "an append in the directory, watched now")
+    h.wait_events(later, 5, "an append in the directory, watched now")
     assert d.alive()
     exactly_once(h, a.written + b.written + codex)
 
@@ -548,13 +515,13 @@ def test_named_pipe_named_like_a_transcript(harness: Harness) -> None:
     writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: opening does not wait
     try:
         d = h.start()
-        wait_events(h, a.written, 10, "the transcript next to the pipe")
+        h.wait_events(a.written, 10, "the transcript next to the pipe")
         wait_warning(h, f"cannot read {fifo}: {fifo} is not a regular file")
         os.write(writer, b'{"type":"assistant","message":')  # data in the pipe, never read
         h.call("rescan")
         for _ in range(3):
             t0 = time.monotonic()
-            wait_events(h, a.add(1), 2, "an append next to the pipe")
+            h.wait_events(a.add(1), 2, "an append next to the pipe")
             print(f"append landed in {time.monotonic() - t0:.3f} s")
         assert d.alive()
         fifo.unlink()
@@ -580,7 +547,7 @@ def test_slow_mount_holds_up_only_its_root(harness: Harness, tmp_path: Path) -> 
         a.add(2)
         b.add(2)
         d = h.start()
-        wait_events(h, a.written + b.written, 10, "both roots, the mount still fast")
+        h.wait_events(a.written + b.written, 10, "both roots, the mount still fast")
         h.call("reload")  # the guard must survive the ingestor being rebuilt by a reload
 
         mount.slow()
@@ -590,10 +557,10 @@ def test_slow_mount_holds_up_only_its_root(harness: Harness, tmp_path: Path) -> 
         warning = wait_warning(h, stalled)
         assert f"the files under {mount.mountpoint / 'projects'} wait" in warning, warning
         assert status(h)["state"] == "degraded"
-        assert wait_log(h, "ingest.read_stalled", path=str(seen))
+        assert h.wait_log("ingest.read_stalled", path=str(seen))
         for _ in range(3):
             h.call("rescan")  # a full scan too must pass the held-up root by at once
-            wait_events(h, a.add(1), 2, "an append to the other root while the mount hangs")
+            h.wait_events(a.add(1), 2, "an append to the other root while the mount hangs")
         assert d.alive()
         assert not any(h.events_in_store()[e] for e in held)
 
@@ -602,20 +569,20 @@ def test_slow_mount_holds_up_only_its_root(harness: Harness, tmp_path: Path) -> 
         # shuts down (ledger closed, socket and lock let go), so a new one can start at once.
         old = d
         old.signal(signal.SIGTERM)
-        wait_log(h, "daemon.stopped")
+        h.wait_log("daemon.stopped")
         wait_until(lambda: not h.socket.exists(), 5, what="the old daemon's socket to go")
         d = h.start(settle=False)
         wait_warning(h, stalled)
-        wait_events(h, a.add(1), 2, "an append after a restart with the mount still hung")
+        h.wait_events(a.add(1), 2, "an append after a restart with the mount still hung")
 
         mount.fast()
         assert old.proc.wait(10) == 0, h.diagnostics(old)  # its read returned: now it ends
-        wait_events(h, held, 5, "the mount's new lines, once it answers")
+        h.wait_events(held, 5, "the mount's new lines, once it answers")
         wait_no_warning(h, "has not returned")
-        assert wait_log(h, "ingest.read_resumed", path=str(seen))
+        assert h.wait_log("ingest.read_resumed", path=str(seen))
         later = b.add(1)
         h.call("rescan")
-        wait_events(h, later, 5, "a later append on the mount (found by a rescan)")
+        h.wait_events(later, 5, "a later append on the mount (found by a rescan)")
         assert d.alive()
     exactly_once(h, a.written + b.written)
 
@@ -644,7 +611,7 @@ def test_file_grows_by_a_gigabyte(harness: Harness) -> None:
     big.add(2)
     other.add(1)
     d = h.start()
-    wait_events(h, big.written + other.written, 10, "the start-up catch-up")
+    h.wait_events(big.written + other.written, 10, "the start-up catch-up")
     base = vm_hwm(d.pid)
 
     hole_at = big.path.stat().st_size
@@ -653,11 +620,11 @@ def test_file_grows_by_a_gigabyte(harness: Harness) -> None:
     append_lines(big.path, b"")  # the newline that ends the huge line
     after_hole = big.add(2)
     t0 = time.monotonic()
-    wait_events(h, other.add(1), 10, "the other file while the huge line is read")
+    h.wait_events(other.add(1), 10, "the other file while the huge line is read")
     print(f"other file, behind a 1 GiB line: {time.monotonic() - t0:.2f} s")
-    wait_events(h, after_hole, 20, "the lines after the huge one")
+    h.wait_events(after_hole, 20, "the lines after the huge one")
     print(f"the lines after the huge one: {time.monotonic() - t0:.2f} s")
-    bad = wait_log(h, "ingest.malformed_lines", path=str(big.path))
+    bad = h.wait_log("ingest.malformed_lines", path=str(big.path))
     assert bad[0]["first_offset"] == hole_at and bad[0]["count"] == 1, bad
     assert bad[0]["reason"] == f"line longer than {64 * 1024 * 1024} bytes", bad
     claude = next(s for s in h.status()["sources"] if s["name"] == "claude")
@@ -673,7 +640,7 @@ def test_file_grows_by_a_gigabyte(harness: Harness) -> None:
     append_lines(big.path, *lines)
     t0 = time.monotonic()
     more = other.add(1)
-    wait_events(h, more, 2, "the other file while 40,000 lines are read")
+    h.wait_events(more, 2, "the other file while 40,000 lines are read")
     landed = time.monotonic() - t0
     stored = h.events_in_store()
     left = sum(1 for e in big.written if not stored[e])
@@ -768,7 +735,7 @@ def test_clock_jumps(harness: Harness) -> None:
             "SUFD_RECONCILE_INTERVAL_S": "1",
         }
     )
-    wait_events(h, written, 10, "the start-up catch-up")
+    h.wait_events(written, 10, "the start-up catch-up")
     cost0 = statusline(h, "d0")["session_cost"]
     assert cost0 > 0 and statusline(h)["today_cost"] == pytest.approx(cost0)
 
@@ -795,7 +762,7 @@ def test_clock_jumps(harness: Harness) -> None:
             what=lambda: f"watch.pause_expired\n{h.diagnostics()}",
         )
         lasted = time.monotonic() - paused_at
-        wait_events(h, written, 5, "what was written during the pause")
+        h.wait_events(written, 5, "what was written during the pause")
         # The monotonic timers kept their pace: watchdog every 0.5 s (half of that is
         # enough here: a loaded machine delays some), a sweep every second or two.
         beats = h.notify.times("WATCHDOG=1", since=mark)
@@ -809,7 +776,7 @@ def test_clock_jumps(harness: Harness) -> None:
         # Debounce: a plain append lands at once.
         t0 = time.monotonic()
         written.append(request_at(h, session + "-after", clock.now()))
-        wait_events(h, written, 2, "an append after the jump")
+        h.wait_events(written, 2, "an append after the jump")
         print(
             f"jump {jump:+d} s: pause of {pause_s} s lasted {lasted:.1f} s, append landed"
             f" in {time.monotonic() - t0:.2f} s, {len(beats)} watchdog beats"

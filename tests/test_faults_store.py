@@ -120,23 +120,6 @@ def _append_turns(h: Harness, session: str, first: int, count: int) -> list[Usag
     return events
 
 
-def _wait_events(h: Harness, events: list[Usage], timeout: float, what: str) -> None:
-    wait_until(
-        lambda: h.has_events(events),
-        timeout,
-        interval=0.05,
-        what=lambda: f"{what}\n{h.diagnostics()}",
-    )
-
-
-def _wait_log(h: Harness, event: str, timeout: float = 10.0, **match: Any) -> list[dict[str, Any]]:
-    return wait_until(
-        lambda: h.log_events(event, **match),
-        timeout,
-        what=lambda: f"log event {event} {match}\n{h.diagnostics()}",
-    )
-
-
 def _status_text(h: Harness) -> str:
     proc = h.ctl("status")
     assert proc.returncode == 0, f"sufctl status exited {proc.returncode}: {proc.stderr}"
@@ -218,14 +201,14 @@ def _full_disk(
     say so, back off, and catch up exactly once ``lift`` frees the space."""
     before = _write_sources(h)
     d = h.start()
-    _wait_events(h, before, 10, "the initial sources")
+    h.wait_events(before, 10, "the initial sources")
     path = h.claude_file(session="s1")
     size_before = path.stat().st_size
     assert _file_row(h.db, path) == (size_before, 40)
 
     fill(d.pid)
     during = _append_turns(h, "s1", 100, 1500)
-    failed = _wait_log(h, "store.write_failed", reason=reason)
+    failed = h.wait_log("store.write_failed", 10, reason=reason)
     assert d.alive(), h.diagnostics(d)
 
     # It says what is wrong: JSON and text status, and the log.
@@ -256,8 +239,8 @@ def _full_disk(
     assert _file_row(h.db, path) == (size_before, 40)
 
     lift(d.pid)
-    _wait_log(h, "store.recovered", timeout=15, reason=reason)
-    _wait_events(h, during, 10, "the events written while the disk was full")
+    h.wait_log("store.recovered", timeout=15, reason=reason)
+    h.wait_events(during, 10, "the events written while the disk was full")
     st = _status_json(h)
     assert st["state"] != "degraded" and st["store"]["state"] == "ok", st
     assert st["store"]["problem"] is None
@@ -400,17 +383,17 @@ def test_store_deleted_while_running(harness: Harness) -> None:
     saved = h.tmp / "s2.jsonl"
     shutil.copy2(s2, saved)
     d = h.start()
-    _wait_events(h, before, 10, "the initial sources")
+    h.wait_events(before, 10, "the initial sources")
     old_inode = h.db.stat().st_ino
 
     s2.unlink()  # the agent's own clean-up: the ledger keeps those events
     h.db.unlink()
     after = _append_turns(h, "s1", 100, 5)
 
-    rebuilt = _wait_log(h, "store.rebuilt", reason="deleted")
+    rebuilt = h.wait_log("store.rebuilt", 10, reason="deleted")
     assert rebuilt[0]["found"] == "by the heartbeat", rebuilt
     assert "restored from the deleted file" in rebuilt[0]["action"], rebuilt
-    _wait_events(h, before + after, 10, "old (incl. the deleted transcript's) and new events")
+    h.wait_events(before + after, 10, "old (incl. the deleted transcript's) and new events")
     assert h.db.stat().st_ino != old_inode
     assert d.alive()
 
@@ -422,7 +405,7 @@ def test_store_deleted_while_running(harness: Harness) -> None:
 
     # The transcript comes back (restored from a backup): same events, nothing doubled.
     shutil.copy2(saved, s2)
-    _wait_events(h, before + after, 10, "everything once more")
+    h.wait_events(before + after, 10, "everything once more")
     wait_until(lambda: not _gone(h.db, s2), 10, what=lambda: f"s2 back\n{h.diagnostics(d)}")
     _stop_and_compare(h, d)
 
@@ -436,10 +419,10 @@ def test_store_corrupted_while_running(harness: Harness) -> None:
     h = harness
     before = _write_sources(h)
     d = h.start()
-    _wait_events(h, before, 10, "the initial sources")
+    h.wait_events(before, 10, "the initial sources")
 
     _garble(h.db, 0, 3 * PAGE, seed=1)
-    rebuilt = _wait_log(h, "store.rebuilt", reason="corrupt")[0]
+    rebuilt = h.wait_log("store.rebuilt", 10, reason="corrupt")[0]
     moved = Path(rebuilt["moved_to"])
     assert moved.parent == h.db.parent and moved.name.startswith("ledger.sqlite3.corrupt-")
     assert moved.read_bytes()[:16] != b"SQLite format 3\x00", "the corrupt copy is kept as is"
@@ -447,7 +430,7 @@ def test_store_corrupted_while_running(harness: Harness) -> None:
     assert note["reason"] == "corrupt" and note["found"] == "by the heartbeat", note
     assert "header" in note["error"], note
     assert rebuilt["action"] == "rebuilt from the source files"
-    _wait_events(h, before, 10, "the ledger rebuilt from the sources")
+    h.wait_events(before, 10, "the ledger rebuilt from the sources")
     assert d.alive()
 
     st = _status_json(h)
@@ -458,7 +441,7 @@ def test_store_corrupted_while_running(harness: Harness) -> None:
 
     # Still ingesting into the new file.
     more = _append_turns(h, "s2", 200, 3)
-    _wait_events(h, more, 5, "an append after the rebuild")
+    h.wait_events(more, 5, "an append after the rebuild")
 
     doctor = json.loads(h.run_sufd("doctor", "--json").stdout)
     history = [c for c in doctor if c["name"] == "store history"]
@@ -510,11 +493,11 @@ def test_store_found_corrupted_at_start(harness: Harness, damage: str, found: st
     assert "moves it aside and rebuilds" in store[0]["detail"], store
 
     d = h.start()
-    rebuilt = _wait_log(h, "store.rebuilt", reason="corrupt")[0]
+    rebuilt = h.wait_log("store.rebuilt", 10, reason="corrupt")[0]
     assert rebuilt["found"] == found, rebuilt
     moved = Path(rebuilt["moved_to"])
     assert moved.exists() and moved.stat().st_size == pages * PAGE
-    _wait_events(h, before, 10, "the ledger rebuilt from the sources")
+    h.wait_events(before, 10, "the ledger rebuilt from the sources")
     st = _status_json(h)
     assert st["store"]["state"] == "rebuilt" and st["state"] != "degraded", st
     assert str(moved) in _status_text(h)
@@ -536,7 +519,7 @@ def test_wal_bounded_after_a_long_reader(harness: Harness) -> None:
     h = harness
     before = _write_sources(h, claude_turns=5)
     d = h.start()
-    _wait_events(h, before, 10, "the initial sources")
+    h.wait_events(before, 10, "the initial sources")
     wal = Path(f"{h.db}-wal")
 
     reader = sqlite3.connect(f"file:{h.db}?mode=ro", uri=True, isolation_level=None)
@@ -552,8 +535,8 @@ def test_wal_bounded_after_a_long_reader(harness: Harness) -> None:
                 written += _append_turns(h, f"w{k}", 100 * rounds, 25)
             rounds += 1
             time.sleep(0.15)
-        _wait_events(h, written, 15, "what was written under the reader")
-        _wait_log(h, "store.checkpoint_blocked")
+        h.wait_events(written, 15, "what was written under the reader")
+        h.wait_log("store.checkpoint_blocked", 10)
         st = _status_json(h)
         assert st["store"]["wal_bytes"] > 2 * WAL_LIMIT_BYTES, st["store"]
         assert any("cannot be checkpointed" in w for w in st["warnings"]), st["warnings"]
@@ -571,7 +554,7 @@ def test_wal_bounded_after_a_long_reader(harness: Harness) -> None:
         what=lambda: f"the WAL ({wal.stat().st_size} B) back under {WAL_LIMIT_BYTES}",
     )
     print(f"WAL {grown / 1e6:.1f} MB -> {wal.stat().st_size} B in {time.monotonic() - t0:.1f} s")
-    _wait_log(h, "store.wal_checkpointed")
+    h.wait_log("store.wal_checkpointed", 10)
     st = _status_json(h)
     assert st["store"]["wal_bytes"] <= WAL_LIMIT_BYTES
     assert not any("checkpointed" in w for w in st["warnings"]), st["warnings"]

@@ -22,7 +22,6 @@ from sufd.errors import ControlError
 from tests.daemon_harness import (
     ClaudeSession,
     Harness,
-    Usage,
     append_lines,
     harness_fixture,
     totals_of,
@@ -62,18 +61,6 @@ def plain_reader(db: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(db)], check=True, timeout=30)
 
 
-def store_events(db: Path) -> list[Usage]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute(
-            "SELECT source, ts, input, output, cache_write_5m + cache_write_1h, cache_read,"
-            " reasoning, total FROM events"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [Usage(*row) for row in rows]
-
-
 def test_other_processes_never_take_the_daemons_wal(harness: Harness) -> None:
     """Issue 12 item 1: after other programs open and close the ledger (and the daemon's
     heartbeat has checked the file), the daemon still holds its WAL: a new event is in
@@ -95,7 +82,7 @@ def test_other_processes_never_take_the_daemons_wal(harness: Harness) -> None:
     wait_until(lambda: totals_of([u1, u2]) == _report_totals(harness), what="u2 in reports")
     path.unlink()  # nothing can be recovered by reading the source again
     harness.kill(daemon)
-    assert sorted(store_events(harness.db)) == sorted([u1, u2])
+    assert sorted(harness.events_in_store().elements()) == sorted([u1, u2])
     conn = sqlite3.connect(harness.db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -131,7 +118,7 @@ def test_sufd_ingest_asks_the_running_daemon(harness: Harness) -> None:
     assert f"by the running daemon, pid {daemon.pid}" in proc.stdout
     # The daemon wrote them (its own count moved), and nothing was written twice.
     assert harness.status()["since_start"]["events"] == before + 3
-    assert sorted(store_events(harness.db)) == sorted([u1, *(u for _, u in written)])
+    assert sorted(harness.events_in_store().elements()) == sorted([u1, *(u for _, u in written)])
 
     more, u5 = session.assistant(200, input=7, output=7)
     append_lines(path, more)
@@ -141,7 +128,7 @@ def test_sufd_ingest_asks_the_running_daemon(harness: Harness) -> None:
     assert summary["events_new"] == 1
     assert summary["files"] == 1
     assert harness.status()["since_start"]["events"] == before + 4
-    assert u5 in store_events(harness.db)
+    assert u5 in harness.events_in_store()
 
 
 def test_sufd_ingest_writes_itself_without_a_daemon(harness: Harness) -> None:
@@ -152,21 +139,13 @@ def test_sufd_ingest_writes_itself_without_a_daemon(harness: Harness) -> None:
     proc = harness.run_sufd("ingest")
     assert proc.returncode == 0, proc.stderr
     assert "1 new events" in proc.stdout and "daemon" not in proc.stdout
-    assert store_events(harness.db) == [u1]
+    assert list(harness.events_in_store().elements()) == [u1]
 
 
 def test_a_running_daemon_has_a_ledger_and_reports_are_empty(harness: Harness) -> None:
     """Issue 12 item 3: ``sufd run --daemon`` on a machine with no agent history: once it
     returns, the daemon has created the ledger and reports print an empty report (exit 0)."""
-    env = harness.command_env()
-    env.pop("NOTIFY_SOCKET")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sufd", "run", "--daemon"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = harness.run_detached(timeout=60)
     try:
         assert proc.returncode == 0, proc.stderr
         table = harness.ctl("report", "daily")

@@ -33,7 +33,12 @@ import pytest
 from sufd.sources import SOURCES
 from tests.chaos.harness import wait_caught_up
 from tests.corpus import SENTINEL, CorpusSpec, generate
-from tests.daemon_harness import DaemonProcess, Harness, wait_until
+from tests.daemon_harness import (
+    DaemonProcess,
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 from tests.fakebin import FakeBin
 
 pytestmark = pytest.mark.integration
@@ -57,22 +62,6 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-def user_env(h: Harness, fake: FakeBin | None = None) -> dict[str, str]:
-    """The isolated user's environment for one-shot commands (no NOTIFY_SOCKET)."""
-    env = h.command_env()
-    env.pop("NOTIFY_SOCKET", None)
-    return fake.env(env) if fake is not None else env
 
 
 def sufd(
@@ -103,7 +92,7 @@ def configure(h: Harness, tmp_path: Path) -> list[subprocess.CompletedProcess[st
     cannot reach a user bus: the config file and its backup, written as a user would."""
     fake = FakeBin(tmp_path / "bin", "systemctl", "loginctl")
     fake.systemd_unreachable()
-    env = user_env(h, fake)
+    env = fake.env(h.user_env())
     done = [
         sufd(env, "config", "set", "watch.debounce_ms", "50"),
         sufd(env, "config", "set", "report.timezone", '"UTC"'),
@@ -118,7 +107,7 @@ def configure(h: Harness, tmp_path: Path) -> list[subprocess.CompletedProcess[st
 
 def sufd_dirs(h: Harness) -> dict[str, Path]:
     """sufd's own directories, as ``sufd paths --json`` resolves them for this user."""
-    proc = sufd(user_env(h), "paths", "--json")
+    proc = sufd(h.user_env(), "paths", "--json")
     assert proc.returncode == 0, proc.stderr
     paths = {k: Path(v) for k, v in json.loads(proc.stdout).items()}
     dirs = {k: paths[k] for k in ("data_dir", "state_dir", "log_dir", "runtime_dir")}
@@ -281,7 +270,7 @@ def test_daemon_owns_only_unix_sockets(harness: Harness) -> None:
     samples = [("started", sample_sockets(d.pid))]
     tail = subprocess.Popen(
         [sys.executable, "-m", "sufd.cli.sufctl", "tail", "--json"],
-        env=user_env(h),
+        env=h.user_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -313,13 +302,7 @@ def test_daemon_owns_only_unix_sockets(harness: Harness) -> None:
 
 
 def _refused(h: Harness, runtime: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sufd", "run", "--foreground"],
-        env=h.command_env({"SUFD_RUNTIME_DIR": str(runtime)}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = h.run_sufd("run", "--foreground", env={"SUFD_RUNTIME_DIR": str(runtime)})
     assert proc.returncode not in (0, None), proc
     return proc
 
@@ -404,7 +387,7 @@ def test_no_prompt_text_in_anything_sufd_writes_or_prints(harness: Harness, tmp_
     for i, proc in enumerate(configure(h, tmp_path)):
         outputs[f"configure-{i}"] = proc
     d = h.start()
-    env = user_env(h)
+    env = h.user_env()
     tail_out, tail_err = tmp_path / "tail.out", tmp_path / "tail.err"
     with tail_out.open("wb") as fo, tail_err.open("wb") as fe:
         tail = subprocess.Popen(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from sufd.control import client
 from sufd.daemon.runtime import read_lock_pid
 from tests.conftest import SufdEnv, make_env
+from tests.daemon_harness import kill_lock_holders
 from tests.fakebin import FakeBin, pid_alive
 
 pytestmark = pytest.mark.integration
@@ -81,9 +81,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     h = Host(make_env(tmp_path / "u"), FakeBin(tmp_path / "bin", "systemctl", "launchctl"))
     assert len(os.fsencode(h.socket)) <= 100, "the runtime dir would fall back to /tmp/sufd-UID"
     yield h
-    pid = read_lock_pid(h.lock)
-    if pid is not None and pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    kill_lock_holders(h.lock)
 
 
 def test_start_lock_and_stop(host: Host) -> None:

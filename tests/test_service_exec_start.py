@@ -6,79 +6,34 @@ decoded with systemd's rules (``tests/fakebin.py``; the decoder itself is checke
 systemd's parser in ``test_service_render.py``) and run as-is: the decoded path and argv,
 the unit's ``Environment=``, the working directory and the variables a systemd user manager
 sets (``NOTIFY_SOCKET``, ``WATCHDOG_USEC``, ``INVOCATION_ID``), and nothing from the test's
-own environment such as ``PYTHONPATH`` or ``XDG_CONFIG_HOME``. The notify socket is a
-datagram socket bound by the test, as systemd binds one for ``Type=notify``.
+own environment such as ``PYTHONPATH`` or ``XDG_CONFIG_HOME``. The notify socket is the
+harness's datagram socket (:mod:`tests.daemon_harness`), as systemd binds one for
+``Type=notify``; the harness waits for the daemon and kills it at teardown.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_env
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 from tests.fakebin import FakeBin, decode_exec_start, unit_environment, unit_value
 
 pytestmark = pytest.mark.integration
 
 
-class NotifySocket:
-    """What systemd listens on for sd_notify datagrams."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="sufd-notify-")  # short: sun_path is 108 bytes
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages: list[list[str]] = []
-
-    def wait_for(self, field: str, timeout: float, proc: subprocess.Popen[bytes]) -> list[str]:
-        """Receive datagrams until one holds ``field``; return that datagram's lines."""
-        deadline = time.monotonic() + timeout
-        self.sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                lines = self.sock.recv(65536).decode().split("\n")
-            except TimeoutError:
-                assert proc.poll() is None, f"the daemon exited {proc.returncode} before {field}"
-                continue
-            self.messages.append(lines)
-            if field in lines:
-                return lines
-        raise AssertionError(f"no {field} within {timeout} s; got {self.messages}")
-
-    def drain(self) -> list[list[str]]:
-        """Every datagram received so far, including those nobody waited for."""
-        self.sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                self.messages.append(self.sock.recv(65536).decode().split("\n"))
-        return self.messages
-
-    def close(self) -> None:
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    ns = NotifySocket()
-    yield ns
-    ns.close()
-
-
-def test_exec_start_runs_the_daemon(tmp_path: Path, notify: NotifySocket) -> None:
-    user = make_env(tmp_path / "u", {"USER": "sufd-test"})
+def test_exec_start_runs_the_daemon(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    h.env.env["USER"] = "sufd-test"
+    user = h.env
     fake = FakeBin(tmp_path / "bin", "systemctl", "loginctl")
     fake.systemd_unreachable()
     # A config path with every character systemd's syntax treats specially.
@@ -110,56 +65,40 @@ def test_exec_start_runs_the_daemon(tmp_path: Path, notify: NotifySocket) -> Non
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "XDG_RUNTIME_DIR": user.env["XDG_RUNTIME_DIR"],
         "INVOCATION_ID": os.urandom(16).hex(),
-        "NOTIFY_SOCKET": notify.path,
+        "NOTIFY_SOCKET": str(h.notify.path),
         "WATCHDOG_USEC": str(int(float(unit_value(unit, "WatchdogSec")) * 1_000_000)),
         **unit_environment(unit),
     }
-    log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        command.argv,
-        executable=command.path,
-        env=env,
-        cwd=home,  # a user manager's default WorkingDirectory
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
+    # a user manager's default WorkingDirectory
+    daemon = h.launch(command.argv, env=env, executable=command.path, cwd=home)
+    problem = h.wait_ready(daemon, 20)
+    if problem is not None:
+        h.fail(problem, daemon)
+    ready = h.notify.wait_for("READY=1", daemon.notify_mark)
+    assert any(f.startswith("STATUS=") for f in h.notify.notices[ready].fields), h.notify.summary()
+
+    status = h.ctl("--config", str(config), "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"pid {daemon.pid}" in status.stdout, status.stdout
+
+    # The heartbeat feeds the watchdog (WatchdogSec= in the unit).
+    h.notify.wait_for("WATCHDOG=1", ready + 1, timeout=5)
+
+    rc, _ = h.stop(daemon, timeout=15)
+    assert rc == 0, f"exit {rc} (within TimeoutStopSec?)\n{h.diagnostics(daemon)}"
+    wait_until(
+        lambda: ("STOPPING=1",) in [n.fields for n in h.notify.notices],
+        5,
+        what=lambda: f"a STOPPING=1 datagram; got {h.notify.summary()}",
     )
-    try:
-        ready = notify.wait_for("READY=1", 20, daemon)
-        assert any(line.startswith("STATUS=") for line in ready), ready
-
-        status = subprocess.run(
-            [sys.executable, "-m", "sufd.cli.sufctl", "--config", str(config), "status"],
-            env=user.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert status.returncode == 0, status.stdout + status.stderr
-        assert f"pid {daemon.pid}" in status.stdout, status.stdout
-
-        # The heartbeat feeds the watchdog (WatchdogSec= in the unit).
-        notify.wait_for("WATCHDOG=1", 5, daemon)
-
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0  # within TimeoutStopSec
-        assert ["STOPPING=1"] in notify.drain()
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-    runtime = Path(user.env["XDG_RUNTIME_DIR"]) / "sufd"
-    assert not (runtime / "sufd.sock").exists()
-    assert not (runtime / "sufd.lock").exists()
+    assert not h.socket.exists()
+    assert not h.lock.exists()
 
 
-def test_notify_socket_wait_can_fail(notify: NotifySocket) -> None:
+def test_ready_wait_can_fail(harness: Harness) -> None:
     """The READY check above can fail: a process that never notifies is reported."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        with pytest.raises(AssertionError, match="no READY=1"):
-            notify.wait_for("READY=1", 0.5, proc)
-    finally:
-        proc.kill()
-        proc.wait()
+    sleeper = harness.launch(
+        [sys.executable, "-c", "import time; time.sleep(30)"], env=harness.command_env()
+    )
+    problem = harness.wait_ready(sleeper, 0.5)
+    assert problem is not None and "no READY=1" in problem, problem

@@ -31,7 +31,6 @@ import json
 import os
 import plistlib
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -44,13 +43,13 @@ import pytest
 
 from sufd.cli import doctor
 from sufd.control import client
-from sufd.daemon.runtime import read_lock_pid
 from sufd.errors import SufdError
 from sufd.service import install as flows
 from sufd.service.managers import Launchd, SystemdUser, for_platform
 from sufd.service.runner import Runner
 from sufd.settings import load as load_settings
 from tests.conftest import SufdEnv, make_env
+from tests.daemon_harness import kill_lock_holders
 from tests.fakebin import NO_BUS, FakeBin, pid_alive
 
 pytestmark = pytest.mark.integration
@@ -148,14 +147,8 @@ def linux(tmp_path: Path) -> Iterator[Machine]:
     assert paths["socket"].is_relative_to(machine.root), f"{paths['socket']}: a shared dir"
     yield machine
     fake.kill_services()
-    kill_lock_holder(paths["runtime_dir"] / "sufd.lock")
-
-
-def kill_lock_holder(lock: Path) -> None:
-    """Teardown: a daemon started by hand (detached) that a failing test left behind."""
-    pid = read_lock_pid(lock)
-    if pid is not None and pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    # A daemon started by hand (detached) that a failing test left behind.
+    kill_lock_holders(paths["runtime_dir"] / "sufd.lock")
 
 
 # -- Linux: install ----------------------------------------------------------------------

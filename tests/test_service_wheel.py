@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import zipfile
@@ -25,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from sufd import __version__
-from sufd.daemon.runtime import read_lock_pid
 from sufd.service.templates import render_unit
 from tests.conftest import REPO, make_env
-from tests.fakebin import FakeBin, decode_exec_start, pid_alive, unit_value
+from tests.daemon_harness import kill_lock_holders
+from tests.fakebin import FakeBin, decode_exec_start, unit_value
 
 pytestmark = pytest.mark.integration
 
@@ -176,9 +175,7 @@ def test_fresh_venv_install_doctor_and_paths(dist: Dist, tmp_path: Path) -> None
         ok(run([str(bin_ / "sufctl"), "status"], env=env, cwd=tmp_path))
         ok(run([str(bin_ / "sufd"), "stop"], env=env, cwd=tmp_path))
     finally:
-        pid = read_lock_pid(lock)
-        if pid is not None and pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_lock_holders(lock)
 
 
 # -- packaging/README.md recipes ---------------------------------------------------------

@@ -13,11 +13,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -26,11 +22,14 @@ from typing import Any
 
 import pytest
 
-from sufd.control import client
-from sufd.errors import ControlError
 from sufd.sources import cline
 from sufd.sources.base import FileContext
-from tests.conftest import SufdEnv, make_env, shared_fixture
+from tests.conftest import SufdEnv, shared_fixture
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 
 EXT = {
     "cline": "saoudrizwan.claude-dev",
@@ -193,15 +192,6 @@ def ingested(db: Path, path: Path) -> Callable[[], bool]:
         return row is not None and row[:2] == (st.st_size, st.st_mtime_ns)
 
     return done
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 # ------------------------------------------------------------------------------------------
@@ -400,71 +390,16 @@ def test_full_size_corpus_reconciles_with_recount(sufd_env: SufdEnv) -> None:
 # the live daemon
 
 
-class Daemon:
-    """A real ``sufd run --foreground`` over an isolated user; killed at teardown."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.short = Path(tempfile.mkdtemp(prefix="sufd-cl-", dir="/tmp"))  # short socket path
-        # A 1 s reconcile sweep, so a deleted task file is marked gone within the deadline.
-        extra = {"XDG_RUNTIME_DIR": str(self.short), "SUFD_RECONCILE_INTERVAL_S": "1"}
-        self.env = clean_env(make_env(tmp_path, extra))
-        self.socket = self.short / "sufd" / "sufd.sock"
-        self.log = tmp_path / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, root: Path) -> None:
-        """Start and wait for ``hello`` plus a first ingest cycle with ``root`` watched."""
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sufd", "run", "--foreground"],
-                env=self.env.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.output()
-            try:
-                status = client.call(self.socket, "status", timeout=1.0)
-                client.call(self.socket, "hello", timeout=1.0)
-            except ControlError:
-                return False
-            roots = {r["path"]: r["state"] for s in status["sources"] for r in s["roots"]}
-            return status["cycles"] >= 1 and roots.get(str(root)) == "watching"
-
-        wait_until(ready, f"the daemon's hello and a watch on {root}", timeout=15)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        shutil.rmtree(self.short, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.kill()
-
-
 @pytest.mark.integration
-def test_live_daemon_follows_rewrites_restores_and_deletion(daemon: Daemon) -> None:
-    env, task = daemon.env, "1772359200000"
+def test_live_daemon_follows_rewrites_restores_and_deletion(harness: Harness) -> None:
+    h = harness
+    # A 1 s reconcile sweep, so a deleted task file is marked gone within the deadline.
+    h.daemon_env["SUFD_RECONCILE_INTERVAL_S"] = "1"
+    env, task = h.env, "1772359200000"
     path = task_file(env.home, "cline", task)
     path.parent.mkdir(parents=True)
-    daemon.start(path.parent.parent)
+    h.start()
+    h.wait_root(path.parent.parent, timeout=15)
     model = "claude-sonnet-4-5-20250929"
     a, b, c = T0 + 1_000, T0 + 60_000, T0 + 120_000
     ua, ub = Usage(10, 641, 12_027, 0, 0.05474625), Usage(9, 630, 632, 12_027, 0.0154581)
@@ -485,7 +420,11 @@ def test_live_daemon_follows_rewrites_restores_and_deletion(daemon: Daemon) -> N
     last: tuple[int, Usage] = (0, Usage())
     for what, rows in steps:
         write_atomic(path, rows)
-        wait_until(ingested(env.db, path), f"the daemon to ingest {what!r}\n{daemon.output()}")
+        wait_until(
+            ingested(env.db, path),
+            5.0,
+            what=h.with_diagnostics(f"the daemon to ingest {what!r}"),
+        )
         expected = cline_rule(rows)
         count, got = store_total(env.db, "cline", task)
         expected.assert_equals(got, f"store after {what!r}")
@@ -499,7 +438,8 @@ def test_live_daemon_follows_rewrites_restores_and_deletion(daemon: Daemon) -> N
     path.unlink()
     wait_until(
         lambda: (row := file_row(env.db, path)) and row[4],
-        f"the daemon's reconcile sweep to mark the file gone\n{daemon.output()}",
+        5.0,
+        what=h.with_diagnostics("the daemon's reconcile sweep to mark the file gone"),
     )
     count, got = store_total(env.db, "cline", task)
     assert count == last[0]

@@ -16,11 +16,9 @@ import math
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,15 +27,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sufd.control import client
-from sufd.errors import ControlError, SourceError
+from sufd.errors import SourceError
 from sufd.prices.table import PriceTable
 from sufd.settings import Paths, Settings
 from sufd.sources import SOURCES
 from sufd.sources import cursor as cursor_mod
 from sufd.sources.base import FileContext, Record
 from sufd.sources.cursor import Cursor
-from tests.conftest import REPO, SufdEnv, make_env, shared_fixture
+from tests.conftest import REPO, SufdEnv, shared_fixture
 from tests.cursor_gen import (
     BASE_MS,
     Conversation,
@@ -48,6 +45,11 @@ from tests.cursor_gen import (
     generate,
     insert_rows,
     write_workspace,
+)
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
 )
 
 _T = TypeVar("_T")
@@ -117,22 +119,22 @@ def _file_errors(env: SufdEnv) -> list[str | None]:
         conn.close()
 
 
-def _wait_ledger(d: Daemon, expected: dict[str, Expected], timeout: float) -> None:
+def _wait_ledger(h: Harness, expected: dict[str, Expected], timeout: float) -> None:
     def what() -> str:
-        got = _ledger(d.env)
+        got = _ledger(h.env)
         diff = {k: (got.get(k), expected.get(k)) for k in set(got) | set(expected)}
-        return f"ledger differs: {[v for v in diff.values() if v[0] != v[1]]}\n{d.diagnostics()}"
+        return f"ledger differs: {[v for v in diff.values() if v[0] != v[1]]}\n{h.diagnostics()}"
 
-    _wait(lambda: _ledger(d.env) == expected, timeout, what)
+    _wait(lambda: _ledger(h.env) == expected, timeout, what)
 
 
-def _wait(predicate: Callable[[], _T], timeout: float, what: Callable[[], str]) -> _T:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: {what()}")
-        time.sleep(0.01)
-    return value
+def _wait(predicate: Callable[[], _T | None], timeout: float, what: Callable[[], str]) -> _T:
+    return wait_until(predicate, timeout, interval=0.01, what=what)
+
+
+def _cycles(h: Harness) -> int:
+    """Ingest cycles the daemon has logged so far."""
+    return len(h.log_events("ingest.cycle"))
 
 
 def _report(env: SufdEnv, kind: str = "daily") -> dict[str, Any]:
@@ -193,76 +195,6 @@ class Writer:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
-
-
-class Daemon:
-    """The real ``sufd run --foreground`` for one isolated user; killed at teardown."""
-
-    def __init__(self, tmp: Path, extra: dict[str, str] | None = None) -> None:
-        self.short = Path(tempfile.mkdtemp(prefix="sufd-c-", dir="/tmp"))
-        self.env = make_env(tmp, {"XDG_RUNTIME_DIR": str(self.short), **(extra or {})})
-        self.socket = Path(json.loads(self.env.run("paths", "--json").stdout)["socket"])
-        self.log = Path(self.env.env["XDG_STATE_HOME"]) / "sufd" / "log" / "sufd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pid: int | None = None
-        self.trace: Path | None = None
-
-    def start(self, *, strace: bool = False) -> None:
-        cmd = [sys.executable, "-m", "sufd", "run", "--foreground"]
-        if strace:
-            self.trace = self.env.home.parent / "strace.txt"
-            calls = "openat,open,write,pwrite64,ftruncate,truncate,unlink,unlinkat,rename,renameat2"
-            cmd = ["strace", "-f", "-qq", "-y", "-e", f"trace={calls}", "-o", str(self.trace), *cmd]
-        err = (self.short / "stderr").open("wb")
-        with err:
-            self.proc = subprocess.Popen(
-                cmd, env=self.env.env, stdin=subprocess.DEVNULL, stdout=err, stderr=err
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(ControlError):
-                self.pid = int(client.call(self.socket, "hello", timeout=1.0)["pid"])
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no hello from the daemon:\n{self.diagnostics()}")
-
-    def cycles(self) -> int:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return text.count('"ingest.cycle"')
-
-    def diagnostics(self) -> str:
-        err = (self.short / "stderr").read_text(errors="replace")[-3000:]
-        log = self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
-        return f"--- stderr ---\n{err}\n--- log ---\n{log}"
-
-    def close(self) -> None:
-        # The daemon's own pid (from hello) first: under strace it is strace's child, and
-        # strace then exits by itself after writing out its log.
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.short, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    made: list[Daemon] = []
-
-    def make(extra: dict[str, str] | None = None) -> Daemon:
-        made.append(Daemon(tmp_path, extra))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for d in made:
-            d.close()
 
 
 @pytest.fixture
@@ -699,35 +631,36 @@ def test_full_size_variant_of_the_real_fixture_reconciles(sufd_env: SufdEnv) -> 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_live_new_and_updated_bubbles_within_2s_writer_never_blocked(
-    daemon: Callable[..., Daemon], writers: Callable[..., Writer], journal: str
+    harness: Harness, writers: Callable[..., Writer], journal: str
 ) -> None:
     """WAL is what Cursor uses; a rollback-journal DB is the case where readers can block."""
-    d = daemon({"SUFD_DEBOUNCE_MS": "20"})
-    user = _user_dir(d.env.home)
+    h = harness
+    h.daemon_env["SUFD_DEBOUNCE_MS"] = "20"
+    user = _user_dir(h.home)
     write_workspace(user, "ws1", "file:///home/dev/live", [LIVE_CID], key="composer.composerData")
     ops = _script(6, noise=150, project="/home/dev/live")
-    alone = writers(d.env.home.parent / "alone" / "state.vscdb", journal)  # nobody reads
+    alone = writers(h.home.parent / "alone" / "state.vscdb", journal)  # nobody reads
     for rows, _ in ops:
         alone.write(rows)
         time.sleep(0.005)
     w = writers(user / "globalStorage" / "state.vscdb", journal)
     w.write(ops[0][0])
-    d.start()
-    _wait_ledger(d, ops[0][1], 10)
+    h.start()
+    _wait_ledger(h, ops[0][1], 10)
     latencies = []
     for rows, expected in ops[1:12]:
         w.write(rows)
         t0 = time.monotonic()
-        _wait_ledger(d, expected, LATENCY_S)
+        _wait_ledger(h, expected, LATENCY_S)
         latencies.append(time.monotonic() - t0)
     # A burst of small transactions (as Cursor writes UI state) while sufd reads repeatedly.
-    cycles = d.cycles()
+    cycles = _cycles(h)
     burst = []
     for rows, _ in ops[12:]:
         burst.append(w.write(rows))
         time.sleep(0.01)
-    reads = d.cycles() - cycles
-    _wait_ledger(d, ops[-1][1], LATENCY_S)
+    reads = _cycles(h) - cycles
+    _wait_ledger(h, ops[-1][1], LATENCY_S)
     worst = max(w.seconds)
     print(
         f"\ncursor live ({journal}): ingest latency max {max(latencies) * 1000:.0f} ms;"
@@ -737,37 +670,37 @@ def test_live_new_and_updated_bubbles_within_2s_writer_never_blocked(
     )
     assert reads >= 5, "sufd should have read the database repeatedly during the burst"
     assert worst < WRITER_BLOCK_S, f"writer blocked {worst * 1000:.1f} ms"
-    assert _file_errors(d.env) == [None]
+    assert _file_errors(h.env) == [None]
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_live_locked_database_error_then_ingested(
-    daemon: Callable[..., Daemon], writers: Callable[..., Writer], journal: str
+    harness: Harness, writers: Callable[..., Writer], journal: str
 ) -> None:
     """The writer commits, then at once holds the lock 1 s (WAL: ``locking_mode=EXCLUSIVE``,
     since a WAL ``BEGIN EXCLUSIVE`` does not keep readers out; rollback: ``BEGIN EXCLUSIVE``)."""
-    d = daemon()
-    w = writers(_user_dir(d.env.home) / "globalStorage" / "state.vscdb", journal)
+    h = harness
+    w = writers(_user_dir(h.home) / "globalStorage" / "state.vscdb", journal)
     ops = _script(2)
     w.write(ops[0][0])
-    d.start()
-    _wait_ledger(d, ops[0][1], 10)
+    h.start()
+    _wait_ledger(h, ops[0][1], 10)
     time.sleep(0.5)
     w.send("hold", rows=encode_rows(ops[1][0]), more=encode_rows(ops[2][0]), seconds=1.0)
     errors = _wait(
-        lambda: [e for e in _file_errors(d.env) if e and "locked" in e],
+        lambda: [e for e in _file_errors(h.env) if e and "locked" in e],
         1.0,
-        lambda: f"no lock error recorded: {_file_errors(d.env)}\n{d.diagnostics()}",
+        lambda: f"no lock error recorded: {_file_errors(h.env)}\n{h.diagnostics()}",
     )
     assert "database is locked" in errors[0]
     assert w.reply() >= 1.0
     final = ops[2][1]
     _wait(
-        lambda: _ledger(d.env) == final and _file_errors(d.env) == [None],
+        lambda: _ledger(h.env) == final and _file_errors(h.env) == [None],
         LATENCY_S,
-        lambda: f"{_ledger(d.env)} / {_file_errors(d.env)}\n{d.diagnostics()}",
+        lambda: f"{_ledger(h.env)} / {_file_errors(h.env)}\n{h.diagnostics()}",
     )
 
 
@@ -775,32 +708,32 @@ def test_live_locked_database_error_then_ingested(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_live_lock_that_ends_without_a_write_is_retried(
-    daemon: Callable[..., Daemon], writers: Callable[..., Writer], journal: str
+    harness: Harness, writers: Callable[..., Writer], journal: str
 ) -> None:
     """As above, but the writer rolls back under the lock: no change marks its end, so only a
     retry by sufd itself ingests the bubble committed just before the lock."""
-    d = daemon()  # default reconcile interval
-    w = writers(_user_dir(d.env.home) / "globalStorage" / "state.vscdb", journal)
+    h = harness  # default reconcile interval
+    w = writers(_user_dir(h.home) / "globalStorage" / "state.vscdb", journal)
     ops = _script(2)
     w.write(ops[0][0])
-    d.start()
+    h.start()
     try:  # preconditions: a failure here is a real failure, not the expected one
-        _wait_ledger(d, ops[0][1], 10)
+        _wait_ledger(h, ops[0][1], 10)
         time.sleep(0.5)
         w.send("hold", rows=encode_rows(ops[1][0]), more=encode_rows(ops[2][0]), seconds=1.0,
                rollback=True)  # fmt: skip
         _wait(
-            lambda: [e for e in _file_errors(d.env) if e and "locked" in e],
+            lambda: [e for e in _file_errors(h.env) if e and "locked" in e],
             1.0,
-            lambda: f"no lock error recorded: {_file_errors(d.env)}\n{d.diagnostics()}",
+            lambda: f"no lock error recorded: {_file_errors(h.env)}\n{h.diagnostics()}",
         )
         assert w.reply() >= 1.0
     except AssertionError as exc:
         pytest.fail(f"precondition: {exc}")
     _wait(
-        lambda: _ledger(d.env) == ops[1][1] and _file_errors(d.env) == [None],
+        lambda: _ledger(h.env) == ops[1][1] and _file_errors(h.env) == [None],
         LATENCY_S,
-        lambda: f"not retried: {_ledger(d.env)} / {_file_errors(d.env)}\n{d.diagnostics()}",
+        lambda: f"not retried: {_ledger(h.env)} / {_file_errors(h.env)}\n{h.diagnostics()}",
     )
 
 
@@ -830,24 +763,30 @@ def _run_script(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_live_db_and_wal_bytes_identical_and_never_opened_writable(
-    tmp_path: Path, daemon: Callable[..., Daemon]
+    tmp_path: Path, harness: Harness
 ) -> None:
     ops = _script(5, noise=20)
     alone = tmp_path / "alone" / "globalStorage" / "state.vscdb"
     _run_script(alone, ops)
     wal_alone = alone.with_name("state.vscdb-wal")
 
-    d = daemon({"SUFD_DEBOUNCE_MS": "20"})
-    db = _user_dir(d.env.home) / "globalStorage" / "state.vscdb"
+    h = harness
+    h.daemon_env["SUFD_DEBOUNCE_MS"] = "20"
+    db = _user_dir(h.home) / "globalStorage" / "state.vscdb"
     db.parent.mkdir(parents=True)
     use_strace = shutil.which("strace") is not None
-    d.start(strace=use_strace)
+    trace = tmp_path / "strace.txt"
+    if use_strace:
+        calls = "openat,open,write,pwrite64,ftruncate,truncate,unlink,unlinkat,rename,renameat2"
+        h.launcher = ["strace", "-f", "-qq", "-y", "-e", f"trace={calls}", "-o", str(trace)]
+        h.launcher_forks = True  # the daemon is strace's child: its pid comes from hello
+    d = h.start()
     samples: list[tuple[str, int]] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample_fds, args=(d, db, samples, stop), daemon=True)
+    sampler = threading.Thread(target=_sample_fds, args=(d.pid, db, samples, stop), daemon=True)
     sampler.start()
     try:
-        _run_script(db, ops, after=lambda expected: _wait_ledger(d, expected, LATENCY_S))
+        _run_script(db, ops, after=lambda expected: _wait_ledger(h, expected, LATENCY_S))
         wal_after_close = db.with_name("state.vscdb-wal").exists()
         time.sleep(1.0)  # sufd sees the checkpointed db change and reads it once more
     finally:
@@ -858,15 +797,14 @@ def test_live_db_and_wal_bytes_identical_and_never_opened_writable(
     wal_bytes = wal.read_bytes() if wal.exists() else b""
     assert wal_bytes == (wal_alone.read_bytes() if wal_alone.exists() else b"")
     assert wal.exists() == wal_after_close, "sufd created (or removed) the -wal"
-    assert _ledger(d.env) == ops[-1][1]
+    assert _ledger(h.env) == ops[-1][1]
     # Every fd sufd had on the database file was read-only.
     assert all(flags & os.O_ACCMODE == os.O_RDONLY for path, flags in samples if path == str(db))
     if not use_strace:
         return
-    d.close()  # strace flushes its log as the tracee dies
-    assert d.trace is not None
+    h.kill(d)  # strace flushes its log as the tracee dies
     opens, bad = [], []
-    for line in d.trace.read_text(errors="replace").splitlines():
+    for line in trace.read_text(errors="replace").splitlines():
         if (m := _OPEN.match(line)) and m[1].startswith(str(db)):
             opens.append((m[1], m[2]))
         if (m := _WRITEISH.match(line)) and m[2] in (str(db), f"{db}-wal"):
@@ -881,11 +819,10 @@ def test_live_db_and_wal_bytes_identical_and_never_opened_writable(
     print(f"\ncursor fds: db opened {len(db_opens)}x {sorted(set(db_opens))}; -wal {wal_flags}")
 
 
-def _sample_fds(d: Daemon, db: Path, out: list[tuple[str, int]], stop: threading.Event) -> None:
+def _sample_fds(pid: int, db: Path, out: list[tuple[str, int]], stop: threading.Event) -> None:
     """Poll ``/proc/<pid>/fd`` of the daemon for fds on the Cursor files, with their flags."""
     while not stop.is_set():
-        pid = d.pid
-        if pid is None or not Path(f"/proc/{pid}/fd").is_dir():
+        if not Path(f"/proc/{pid}/fd").is_dir():
             time.sleep(0.01)
             continue
         with contextlib.suppress(OSError):

@@ -13,19 +13,13 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sufd.control import client
-from sufd.errors import ControlError
 from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
@@ -33,6 +27,11 @@ from sufd.sources.base import FileContext, Record
 from sufd.sources.gemini import MODELS_DEV, GeminiCli, gemini_candidates
 from tests.ccusage import REPO, run_ccusage
 from tests.conftest import SufdEnv, make_env, shared_fixture
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 from tests.gen_gemini_opencode import (
     Expected,
     Spec,
@@ -463,45 +462,6 @@ def test_daily_equals_ccusage_gemini_daily(corpus: tuple[SufdEnv, Expected], zon
 # live daemon
 
 
-class Daemon:
-    """The real ``sufd run --foreground`` for one isolated user; killed at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.short = Path(tempfile.mkdtemp(prefix="sufd-g-", dir="/tmp"))
-        self.env = make_env(tmp, {"XDG_RUNTIME_DIR": str(self.short)})
-        self.socket = Path(json.loads(self.env.run("paths", "--json").stdout)["socket"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "sufd", "run", "--foreground"]
-        with (self.short / "stderr").open("wb") as err:
-            self.proc = subprocess.Popen(
-                cmd, env=self.env.env, stdin=subprocess.DEVNULL, stdout=err, stderr=err
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(ControlError):
-                client.call(self.socket, "hello", timeout=1.0)
-                return
-            time.sleep(0.05)
-        raise AssertionError((self.short / "stderr").read_text(errors="replace")[-3000:])
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-        shutil.rmtree(self.short, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
-
-
 def events(env: SufdEnv, source: str) -> dict[str, int]:
     if not env.db.exists():
         return {}
@@ -515,27 +475,32 @@ def events(env: SufdEnv, source: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows}
 
 
-def wait_for(predicate: Any, timeout: float) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 @pytest.mark.integration
-def test_live_appended_jsonl_line_ingested_within_2s(daemon: Daemon) -> None:
-    path = chats(daemon.env.home) / "session-live.jsonl"
+def test_live_appended_jsonl_line_ingested_within_2s(harness: Harness) -> None:
+    h = harness
+    path = chats(h.home) / "session-live.jsonl"
     t = "2026-03-06T10:00:00.000Z"
     first = line(id="a", timestamp=t, type="gemini", model="gemini-2.5-flash", tokens={"input": 5})
     path.write_text(line(sessionId="live", startTime=t) + first)
-    daemon.start()
-    wait_for(lambda: events(daemon.env, "gemini") == {f"{path}#a": 5}, 20)
+    h.start()
+    first_event = {f"{path}#a": 5}
+    wait_until(
+        lambda: events(h.env, "gemini") == first_event,
+        20,
+        interval=0.02,
+        what=h.with_diagnostics(f"{first_event} in the ledger"),
+    )
     with path.open("a") as f:
         f.write(line(id="b", timestamp=t, type="gemini", tokens={"input": 7}))
         f.write(line(id="a", timestamp=t, type="gemini", tokens={"input": 9}))
         f.flush()
         os.fsync(f.fileno())
-    took = wait_for(lambda: events(daemon.env, "gemini") == {f"{path}#a": 9, f"{path}#b": 7}, 2)
-    assert took < 2
+    appended = {f"{path}#a": 9, f"{path}#b": 7}
+    t0 = time.monotonic()
+    wait_until(
+        lambda: events(h.env, "gemini") == appended,
+        2,
+        interval=0.02,
+        what=lambda: f"{appended} in the ledger; have {events(h.env, 'gemini')}\n{h.diagnostics()}",
+    )
+    assert time.monotonic() - t0 < 2

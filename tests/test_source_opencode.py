@@ -24,6 +24,11 @@ from sufd.sources.base import FileContext, Record
 from sufd.sources.opencode import KiloCli, OpenCode, candidates
 from tests.ccusage import run_ccusage
 from tests.conftest import SufdEnv, make_env, shared_fixture
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 from tests.gen_gemini_opencode import (
     Expected,
     Spec,
@@ -32,9 +37,7 @@ from tests.gen_gemini_opencode import (
     generate_opencode,
     insert_message,
 )
-from tests.test_source_gemini import TOKENS, ZONES, Daemon, compare, daemon, events, wait_for
-
-__all__ = ["daemon"]  # the fixture, re-used
+from tests.test_source_gemini import TOKENS, ZONES, compare, events
 
 SRC, KILO = OpenCode(), KiloCli()
 PRICES = PriceTable.bundled()
@@ -362,20 +365,32 @@ def test_daily_equals_ccusage_opencode_daily(corpus: tuple[SufdEnv, Expected], z
 
 
 @pytest.mark.integration
-def test_live_updated_row_ingested_within_2s(daemon: Daemon) -> None:
-    db = data_dir(daemon.env.home) / "opencode.db"
+def test_live_updated_row_ingested_within_2s(harness: Harness) -> None:
+    h = harness
+    db = data_dir(h.home) / "opencode.db"
     writer = create_opencode_db(db)  # WAL mode, kept open like OpenCode keeps it
     try:
         insert_message(writer, assistant("a", "s", NOW, "anthropic", "claude-sonnet-4-5", TOK), NOW)
         pending = assistant("b", "s", NOW, "anthropic", "claude-sonnet-4-5", None, completed=False)
         insert_message(writer, pending, NOW)
-        daemon.start()
-        wait_for(lambda: events(daemon.env, "opencode") == {"a": 1000}, 20)
+        h.start()
+        wait_until(
+            lambda: events(h.env, "opencode") == {"a": 1000},
+            20,
+            interval=0.02,
+            what=h.with_diagnostics("the first message in the ledger"),
+        )
         insert_message(
             writer, assistant("b", "s", NOW, "anthropic", "claude-sonnet-4-5", TOK), NOW + 9
         )
-        took = wait_for(lambda: events(daemon.env, "opencode") == {"a": 1000, "b": 1000}, 2)
-        assert took < 2
+        t0 = time.monotonic()
+        wait_until(
+            lambda: events(h.env, "opencode") == {"a": 1000, "b": 1000},
+            2,
+            interval=0.02,
+            what=lambda: f"the completed message; have {events(h.env, 'opencode')}",
+        )
+        assert time.monotonic() - t0 < 2
         with contextlib.suppress(sqlite3.Error):
             assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:

@@ -12,10 +12,6 @@ import importlib
 import inspect
 import json
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sufd.control import client
 from sufd.errors import ControlError
 from sufd.settings import KNOWN_SOURCES
 from sufd.sources import SOURCES
@@ -33,8 +28,12 @@ from tests.conftest import (
     SHARED_FIXTURES,
     SufdEnv,
     fresh_ledger_env,
-    make_env,
     shared_fixture,
+)
+from tests.daemon_harness import (
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
 )
 from tests.gen_gemini_opencode import assistant, create_opencode_db, insert_message
 
@@ -172,63 +171,50 @@ def _events(env: SufdEnv, *sources: str) -> dict[str, Any]:
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_every_source_on_by_default_in_doctor_status_report_and_switchable_off(
-    tmp_path: Path,
+    harness: Harness, tmp_path: Path
 ) -> None:
     assert set(EXPECTED_EVENTS) == set(SOURCES) == set(KNOWN_SOURCES)
-    short = Path(tempfile.mkdtemp(prefix="sufd-r-", dir="/tmp"))  # a short socket path
-    env = make_env(tmp_path / "u", {"XDG_RUNTIME_DIR": str(short)})
+    h = harness
+    env = h.env
     roots = _place_every_source(env.home)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        # doctor: an ok "roots <name>" naming the root, for every registered source
-        doctor = json.loads(env.run("doctor", "--json", check=False).stdout)
-        found = {c["name"]: c for c in doctor if c["name"].startswith("roots ")}
-        assert sorted(found) == sorted(f"roots {n}" for n in SOURCES)
-        for name, root in roots.items():
-            assert found[f"roots {name}"]["status"] == "ok", found[f"roots {name}"]
-            assert str(root) in found[f"roots {name}"]["detail"], (name, found)
+    # doctor: an ok "roots <name>" naming the root, for every registered source
+    doctor = json.loads(env.run("doctor", "--json", check=False).stdout)
+    found = {c["name"]: c for c in doctor if c["name"].startswith("roots ")}
+    assert sorted(found) == sorted(f"roots {n}" for n in SOURCES)
+    for name, root in roots.items():
+        assert found[f"roots {name}"]["status"] == "ok", found[f"roots {name}"]
+        assert str(root) in found[f"roots {name}"]["detail"], (name, found)
 
-        # the daemon, default config: status lists every source, watching, with its events
-        socket = Path(json.loads(env.run("paths", "--json").stdout)["socket"])
-        with (short / "stderr").open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sufd", "run", "--foreground"],
-                env=env.env, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-            )  # fmt: skip
+    # the daemon, default config: status lists every source, watching, with its events
+    daemon = h.start()
 
-        def counted() -> dict[str, Any] | None:
-            with contextlib.suppress(ControlError):
-                st = client.call(socket, "status", timeout=1.0)
-                got = {s["name"]: s["events"] for s in st["sources"]}
-                return st if got == EXPECTED_EVENTS else None
-            return None
+    def counted() -> dict[str, Any] | None:
+        with contextlib.suppress(ControlError):
+            st = h.status()
+            got = {s["name"]: s["events"] for s in st["sources"]}
+            return st if got == EXPECTED_EVENTS else None
+        return None
 
-        deadline = time.monotonic() + 30
-        while (status := counted()) is None:
-            assert proc.poll() is None, (short / "stderr").read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, f"status never showed {EXPECTED_EVENTS}"
-            time.sleep(0.1)
-        for src in status["sources"]:
-            states = {r["path"]: r["state"] for r in src["roots"]}
-            assert states.get(str(roots[src["name"]])) == "watching", (src["name"], states)
-        text = env.run("ctl", "status").stdout  # the text form names every source too
-        assert all(any(ln.startswith(f"{n} ") for ln in text.splitlines()) for n in SOURCES)
+    status = wait_until(
+        counted, 30, interval=0.1, what=h.with_diagnostics(f"status to show {EXPECTED_EVENTS}")
+    )
+    for src in status["sources"]:
+        states = {r["path"]: r["state"] for r in src["roots"]}
+        assert states.get(str(roots[src["name"]])) == "watching", (src["name"], states)
+    text = env.run("ctl", "status").stdout  # the text form names every source too
+    assert all(any(ln.startswith(f"{n} ") for ln in text.splitlines()) for n in SOURCES)
 
-        # reports: --source for each; Cursor's events, and only those, are counted as estimated
-        everything = _events(env)
-        assert everything["events"] == sum(EXPECTED_EVENTS.values())
-        assert everything["estimatedEvents"] == EXPECTED_EVENTS["cursor"]
-        for name, n in EXPECTED_EVENTS.items():
-            totals = _events(env, name)
-            assert totals["events"] == n, name
-            assert totals["estimatedEvents"] == (n if name == "cursor" else 0), name
-        mixed = _events(env, "cursor", "claude")
-        assert (mixed["events"], mixed["estimatedEvents"]) == (4 + 3, 4)
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(short, ignore_errors=True)
+    # reports: --source for each; Cursor's events, and only those, are counted as estimated
+    everything = _events(env)
+    assert everything["events"] == sum(EXPECTED_EVENTS.values())
+    assert everything["estimatedEvents"] == EXPECTED_EVENTS["cursor"]
+    for name, n in EXPECTED_EVENTS.items():
+        totals = _events(env, name)
+        assert totals["events"] == n, name
+        assert totals["estimatedEvents"] == (n if name == "cursor" else 0), name
+    mixed = _events(env, "cursor", "claude")
+    assert (mixed["events"], mixed["estimatedEvents"]) == (4 + 3, 4)
+    h.kill(daemon)
 
     # switched off in the config file: not read, not in doctor, nothing in the ledger
     off = fresh_ledger_env(env, tmp_path / "off")

@@ -4,8 +4,8 @@ against the store (acceptance item).
 Every expected number is computed here from the lines this module writes and Anthropic's
 published per-million-token prices for claude-sonnet-4-20250514 (input $3, output $15, 5-minute
 cache write $3.75, 1-hour cache write $6 = 2 x input, cache read $0.30); sufd's pricing code is
-never called. The daemon runs as a real subprocess (``python -m sufd run --foreground``) in an
-isolated HOME/XDG tree with ``TZ=UTC``.
+never called. The daemon runs as a real subprocess (``python -m sufd run --foreground``) for an
+isolated user with ``TZ=UTC`` (:mod:`tests.daemon_harness`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,9 +29,14 @@ from typing import Any
 
 import pytest
 
-from sufd.control import client
 from sufd.errors import ControlError
 from tests.conftest import SufdEnv, make_env
+from tests.daemon_harness import (
+    DaemonProcess,
+    Harness,
+    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,115 +48,50 @@ LATENCY_BOUND_S = 2.0
 BIN = Path(sys.executable).parent
 
 
-# -- a small daemon fixture (independent of tests/daemon_harness.py) ---------------------
-
-
-def socket_path(env: SufdEnv) -> Path:
-    return Path(env.env["XDG_RUNTIME_DIR"]) / "sufd" / "sufd.sock"
-
-
-@dataclass
-class RunningDaemon:
-    env: SufdEnv
-    proc: subprocess.Popen[bytes]
-    socket: Path
-    log_path: Path
-
-    def call(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        return client.call(self.socket, cmd, args, timeout=5.0)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def claude_events(self) -> int:
-        sources = {s["name"]: s for s in self.call("status")["sources"]}
-        return int(sources["claude"]["events"])
-
-    def wait_events(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.claude_events() < n:
-            assert time.monotonic() < deadline, f"ledger never reached {n} events:\n{self.log()}"
-            time.sleep(0.05)
-        assert self.claude_events() == n
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=15)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-def start_daemon(env: SufdEnv, log_path: Path, *, deadline_s: float = 20.0) -> RunningDaemon:
-    """Start ``sufd run --foreground`` and wait until ``hello`` answers."""
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sufd", "run", "--foreground"],
-            env=env.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    daemon = RunningDaemon(env, proc, socket_path(env), log_path)
-    deadline = time.monotonic() + deadline_s
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"sufd run exited {proc.returncode}:\n{daemon.log()}")
-        try:
-            client.call(daemon.socket, "hello", timeout=1.0)
-            return daemon
-        except ControlError:
-            if time.monotonic() > deadline:
-                daemon.kill()
-                raise AssertionError(f"sufd did not answer hello:\n{daemon.log()}") from None
-            time.sleep(0.05)
-
-
-def wait_watching(d: RunningDaemon, root: Path, timeout: float = 10.0) -> None:
-    """The root is watched with inotify (not polled) and the startup scan has run."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = d.call("status")
-        roots = {r["path"]: r for s in st["sources"] for r in s["roots"]}
-        r = roots.get(str(root))
-        if r and r["state"] == "watching" and st["cycles"] >= 1:
-            assert r["backend"] == "inotify", r
-            return
-        assert time.monotonic() < deadline, f"root {root} not watched: {r}\n{d.log()}"
-        time.sleep(0.05)
+# -- the daemon --------------------------------------------------------------------------
 
 
 @dataclass
 class Setup:
-    env: SufdEnv
+    h: Harness
     root: Path
     project: Path
 
+    @property
+    def env(self) -> SufdEnv:
+        return self.h.env
 
-def make_setup(tmp_path: Path) -> Setup:
-    env = make_env(tmp_path, {"SUFD_RECONCILE_INTERVAL_S": "3600"})
-    root = env.home / ".claude" / "projects"
+
+@pytest.fixture
+def setup(harness: Harness) -> Setup:
+    harness.daemon_env["SUFD_RECONCILE_INTERVAL_S"] = "3600"
+    root = harness.home / ".claude" / "projects"
     project = root / "-home-dev-proj"
     project.mkdir(parents=True)
-    return Setup(env, root, project)
+    return Setup(harness, root, project)
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
-    return make_setup(tmp_path)
+def daemon(setup: Setup) -> DaemonProcess:
+    """The daemon, with the root watched with inotify (not polled) after the startup scan."""
+    d = setup.h.start()
+    root = setup.h.wait_root(setup.root)
+    assert root["backend"] == "inotify", root
+    return d
 
 
-@pytest.fixture
-def daemon(setup: Setup, tmp_path: Path) -> Iterator[RunningDaemon]:
-    d = start_daemon(setup.env, tmp_path / "daemon.log")
-    try:
-        wait_watching(d, setup.root)
-        yield d
-    finally:
-        d.kill()
+def claude_events(h: Harness) -> int:
+    sources = {s["name"]: s for s in h.status()["sources"]}
+    return int(sources["claude"]["events"])
+
+
+def wait_claude_events(h: Harness, n: int, timeout: float = 10.0) -> None:
+    wait_until(
+        lambda: claude_events(h) >= n,
+        timeout,
+        what=lambda: f"{n} events in the ledger\n{h.diagnostics()}",
+    )
+    assert claude_events(h) == n
 
 
 # -- Claude Code lines and hand-computed costs --------------------------------------------
@@ -326,11 +264,11 @@ def check_event(
 
 
 def test_tail_pushes_events_within_latency_without_polling(
-    setup: Setup, daemon: RunningDaemon
+    setup: Setup, daemon: DaemonProcess
 ) -> None:
     session = "sess-tail-latency"
     log = setup.project / f"{session}.jsonl"
-    reader = TailReader(daemon.socket)
+    reader = TailReader(setup.h.socket)
     try:
         time.sleep(0.2)
         latencies = []
@@ -355,13 +293,13 @@ def test_tail_pushes_events_within_latency_without_polling(
         assert max(latencies) < LATENCY_BOUND_S, latencies
     finally:
         reader.close()
-    st = daemon.call("status")
+    st = setup.h.call("status")
     assert st["since_start"]["events"] == 8
     # Only the startup scan and watcher-driven "changes" cycles ran: nothing polled.
     assert st["last_cycle"]["kind"] == "changes", st["last_cycle"]
 
 
-def test_sufctl_tail_json_count(setup: Setup, daemon: RunningDaemon) -> None:
+def test_sufctl_tail_json_count(setup: Setup, daemon: DaemonProcess) -> None:
     session = "sess-sufctl-tail"
     log = setup.project / f"{session}.jsonl"
     sufctl = BIN / "sufctl"
@@ -425,13 +363,13 @@ def test_sufctl_tail_json_count(setup: Setup, daemon: RunningDaemon) -> None:
                 stream.close()
 
 
-def test_tail_replaced_line(setup: Setup, daemon: RunningDaemon) -> None:
+def test_tail_replaced_line(setup: Setup, daemon: DaemonProcess) -> None:
     session = "sess-replace"
     log = setup.project / f"{session}.jsonl"
     first = Usage(input=3, output=1, cw5m=5000, cache_read=12000)
     final = Usage(input=3, output=850, cw5m=5000, cache_read=12000)  # streamed: larger total
     ts = now_ms()
-    reader = TailReader(daemon.socket)
+    reader = TailReader(setup.h.socket)
     try:
         time.sleep(0.2)
         append(
@@ -447,7 +385,7 @@ def test_tail_replaced_line(setup: Setup, daemon: RunningDaemon) -> None:
         check_event(event, session=session, key="M1:R1", ts_ms=ts, usage=final, replaced=True)
     finally:
         reader.close()
-    st = daemon.call("status")
+    st = setup.h.call("status")
     assert st["since_start"]["replaced"] == 1
     with sqlite3.connect(f"file:{setup.env.db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT output, cost FROM events WHERE key = 'M1:R1'").fetchall()
@@ -471,15 +409,15 @@ def _lines(session: str, start: int, count: int, ts: int) -> bytes:
 
 
 def test_slow_tail_client_does_not_stall_ingest_or_other_clients(
-    setup: Setup, daemon: RunningDaemon
+    setup: Setup, daemon: DaemonProcess
 ) -> None:
     session = "sess-slow"
     log = setup.project / f"{session}.jsonl"
     slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.connect(os.fspath(daemon.socket))
+    slow.connect(os.fspath(setup.h.socket))
     slow.sendall(b'{"v":1,"id":"slow","cmd":"tail"}\n')  # ... and never reads a byte
-    good = TailReader(daemon.socket)
+    good = TailReader(setup.h.socket)
     total, chunk = 4000, 400
     try:
         time.sleep(0.2)
@@ -489,12 +427,12 @@ def test_slow_tail_client_does_not_stall_ingest_or_other_clients(
             got = [good.next(timeout=10)[1]["key"] for _ in range(chunk)]
             assert got == [f"msg_{i}:req_{i}" for i in range(start, start + chunk)]
             asked = time.monotonic()
-            daemon.call("status")
+            setup.h.call("status")
             assert time.monotonic() - asked < 1.0
-        daemon.wait_events(total)
-        assert "tail.client_too_slow" in daemon.log(), "the slow client never fell behind"
+        wait_claude_events(setup.h, total)
+        assert "tail.client_too_slow" in daemon.text(), "the slow client never fell behind"
         # A new tail client still gets new events, promptly.
-        late = TailReader(daemon.socket)
+        late = TailReader(setup.h.socket)
         try:
             time.sleep(0.2)
             usage = Usage(input=1, output=2)
@@ -512,11 +450,11 @@ def test_slow_tail_client_does_not_stall_ingest_or_other_clients(
     finally:
         good.close()
         slow.close()
-    assert daemon.proc.poll() is None
+    assert daemon.alive()
 
 
 def test_tail_reader_is_not_dropped_by_a_large_catch_up_commit(
-    setup: Setup, daemon: RunningDaemon
+    setup: Setup, daemon: DaemonProcess
 ) -> None:
     """A client that reads promptly receives every event of a catch-up bigger than its queue.
 
@@ -524,14 +462,14 @@ def test_tail_reader_is_not_dropped_by_a_large_catch_up_commit(
     """
     session = "sess-burst"
     log = setup.project / f"{session}.jsonl"
-    reader = TailReader(daemon.socket)
+    reader = TailReader(setup.h.socket)
     try:
-        daemon.call("pause-watcher", {"sources": ["claude"], "reason": "burst test"})
+        setup.h.call("pause-watcher", {"sources": ["claude"], "reason": "burst test"})
         total = 2500
         append(log, _lines(session, 0, total, now_ms()))
         time.sleep(0.5)
-        daemon.call("resume-watcher", {"sources": ["claude"]})
-        daemon.wait_events(total)
+        setup.h.call("resume-watcher", {"sources": ["claude"]})
+        wait_claude_events(setup.h, total)
         keys = []
         for _ in range(total):
             keys.append(reader.next(timeout=10)[1]["key"])
@@ -540,15 +478,15 @@ def test_tail_reader_is_not_dropped_by_a_large_catch_up_commit(
         reader.close()
 
 
-def test_disconnected_tail_clients_free_their_slots(daemon: RunningDaemon) -> None:
+def test_disconnected_tail_clients_free_their_slots(setup: Setup, daemon: DaemonProcess) -> None:
     """Sixteen ``sufctl tail`` sessions ended (Ctrl-C) while no usage is being written must
     not leave the daemon refusing everyone as busy until the next event arrives."""
     for _ in range(16):
-        TailReader(daemon.socket).close()
+        TailReader(setup.h.socket).close()
     deadline = time.monotonic() + 5
     while True:
         try:
-            daemon.call("status")
+            setup.h.call("status")
             break
         except ControlError as exc:
             # "busy", or the busy reply and hang-up raced our request (broken pipe).
@@ -664,14 +602,15 @@ def skip_if_day_changed(known: KnownLedger) -> None:
         pytest.skip("the UTC day changed while the test ran")
 
 
-def test_statusline_matches_hand_computed_costs(setup: Setup, tmp_path: Path) -> None:
+def test_statusline_matches_hand_computed_costs(setup: Setup) -> None:
     known = write_known_events(setup)
     assert round(known.session, 2) != round(known.today, 2)
-    d = start_daemon(setup.env, tmp_path / "daemon.log")
+    h = setup.h
+    d = h.start()
     try:
-        d.wait_events(4)
+        wait_claude_events(h, 4)
         # The daemon's own numbers, unrounded.
-        numbers = d.call("statusline", {"session_id": "sess-A", "day_start_ms": known.day_start_ms})
+        numbers = h.call("statusline", {"session_id": "sess-A", "day_start_ms": known.day_start_ms})
         assert numbers["session_cost"] == pytest.approx(known.session, rel=1e-9)
         assert numbers["today_cost"] == pytest.approx(known.today, rel=1e-9)
         assert numbers["last_hour_cost"] == pytest.approx(known.hour, rel=1e-9)
@@ -688,9 +627,9 @@ def test_statusline_matches_hand_computed_costs(setup: Setup, tmp_path: Path) ->
         assert m and money(m["today"]) == round(known.today, 2)
         assert money(m["session"]) == round(Usage(1_000, 121_000, cache_read=10_000).cost, 2)
     finally:
-        d.stop()
-        d.kill()
-    assert not d.socket.exists()
+        h.stop(d, timeout=15)
+        h.kill(d)
+    assert not h.socket.exists()
     # Daemon stopped: the command reads the ledger file itself and prints the same line.
     stopped = run_statusline(setup.env, "sufd-statusline", stdin)
     assert stopped.returncode == 0, stopped.stderr
@@ -700,9 +639,9 @@ def test_statusline_matches_hand_computed_costs(setup: Setup, tmp_path: Path) ->
     skip_if_day_changed(known)
 
 
-def test_statusline_unknown_session_is_zero(setup: Setup, daemon: RunningDaemon) -> None:
+def test_statusline_unknown_session_is_zero(setup: Setup, daemon: DaemonProcess) -> None:
     known = write_known_events(setup)
-    daemon.wait_events(4)
+    wait_claude_events(setup.h, 4)
     out = run_statusline(setup.env, "sufd-statusline", claude_status_json("sess-never-seen"))
     assert out.returncode == 0
     m = STATUS_RE.match(out.stdout.strip())
@@ -737,32 +676,26 @@ GARBAGE_STDIN = [
 
 
 @pytest.mark.parametrize("daemon_state", ["running", "stopped", "no-ledger"])
-def test_statusline_survives_garbage_stdin(tmp_path: Path, daemon_state: str) -> None:
-    setup = make_setup(tmp_path)
-    d = None
+def test_statusline_survives_garbage_stdin(setup: Setup, daemon_state: str) -> None:
     if daemon_state != "no-ledger":
         known = write_known_events(setup)
-        d = start_daemon(setup.env, tmp_path / "daemon.log")
-        d.wait_events(4)
+        d = setup.h.start()
+        wait_claude_events(setup.h, 4)
         if daemon_state == "stopped":
-            d.stop()
-    try:
-        for n, stdin in enumerate(GARBAGE_STDIN):
-            # sufctl statusline runs the same code; a few inputs suffice for it.
-            for which in ("sufd-statusline", "sufctl") if n < 3 else ("sufd-statusline",):
-                out = run_statusline(setup.env, which, stdin)
-                assert out.returncode == 0, (stdin[:40], which, out.stderr[-2000:])
-                lines = out.stdout.splitlines()
-                assert len(lines) == 1 and lines[0].startswith("sufd"), (stdin[:40], out.stdout)
-                assert "Traceback" not in out.stderr, (stdin[:40], which, out.stderr[-2000:])
-                if daemon_state != "no-ledger":
-                    assert f"today ${round(known.today, 2):,.2f}" in lines[0], lines[0]
-    finally:
-        if d is not None:
-            d.kill()
+            setup.h.stop(d, timeout=15)
+    for n, stdin in enumerate(GARBAGE_STDIN):
+        # sufctl statusline runs the same code; a few inputs suffice for it.
+        for which in ("sufd-statusline", "sufctl") if n < 3 else ("sufd-statusline",):
+            out = run_statusline(setup.env, which, stdin)
+            assert out.returncode == 0, (stdin[:40], which, out.stderr[-2000:])
+            lines = out.stdout.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("sufd"), (stdin[:40], out.stdout)
+            assert "Traceback" not in out.stderr, (stdin[:40], which, out.stderr[-2000:])
+            if daemon_state != "no-ledger":
+                assert f"today ${round(known.today, 2):,.2f}" in lines[0], lines[0]
 
 
-def test_statusline_survives_deeply_nested_stdin(setup: Setup, daemon: RunningDaemon) -> None:
+def test_statusline_survives_deeply_nested_stdin(setup: Setup, daemon: DaemonProcess) -> None:
     # Valid-looking JSON nested deeper than Python's recursion limit: still one line, exit 0.
     for which in ("sufd-statusline", "sufctl"):
         out = run_statusline(setup.env, which, b"[" * 100_000)

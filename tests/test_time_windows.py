@@ -128,10 +128,8 @@ def statusline_argv() -> list[str]:
 def run_statusline(h: Harness) -> dict[str, float]:
     """The real ``sufd-statusline`` with Claude Code's status JSON on stdin; its three
     amounts, parsed from the one line it prints."""
-    env = h.command_env()
-    env.pop("NOTIFY_SOCKET", None)
     proc = subprocess.run(
-        statusline_argv(), env=env, input=STATUS_JSON, capture_output=True, timeout=30
+        statusline_argv(), env=h.user_env(), input=STATUS_JSON, capture_output=True, timeout=30
     )
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.decode().strip()

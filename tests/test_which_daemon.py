@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,9 @@ from tests.daemon_harness import (
     Usage,
     append_lines,
     harness_fixture,  # noqa: F401  (the ``harness`` fixture)
+    kill_lock_holders,
     wait_until,
 )
-from tests.fakebin import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -85,28 +84,6 @@ def claude_usage(h: Harness, session: str = "s1", input: int = 100_000) -> Usage
     line, usage = ClaudeSession(session).assistant(1.0, input=input, output=50_000)
     append_lines(h.claude_file(session=session), line)
     return usage
-
-
-def run_detached(h: Harness, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
-    """``sufd run --daemon`` as a user types it (no service manager variables)."""
-    env = h.command_env(dict(extra_env))
-    env.pop("NOTIFY_SOCKET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sufd", "run", "--daemon"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def kill_lock_holders(*locks: Path) -> None:
-    """Kill a daemon a refusal failed to refuse (e.g. a detached one on unfixed code)."""
-    for lock in locks:
-        pid = read_lock_pid(lock)
-        if pid is not None and pid != os.getpid() and pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_two_homes_without_runtime_dir_each_have_their_daemon(
@@ -183,7 +160,7 @@ def test_second_run_daemon_is_refused_before_detaching(harness: Harness, elsewhe
     first = h.start()
     try:
         for env in ((), (("SUFD_RUNTIME_DIR", str(elsewhere)),)):
-            detached = run_detached(h, *env)
+            detached = h.run_detached(dict(env))
             assert detached.returncode == EXIT_RUNNING, (
                 f"sufd run --daemon {env}: exit {detached.returncode}: {detached.stderr!r}"
             )
@@ -273,11 +250,9 @@ def test_sufctl_refuses_the_daemon_of_another_ledger(harness: Harness, other: Ha
 
     status_json = json.dumps({"session_id": "s1", "model": {"display_name": "Sonnet"}})
     for h, expected in ((a, "sufd · Sonnet · session $1.05"), (b, "sufd · no ledger yet")):
-        env = h.command_env()
-        env.pop("NOTIFY_SOCKET", None)
         line = subprocess.run(
             [sys.executable, "-m", "sufd.cli.statusline"],
-            env=env,
+            env=h.user_env(),
             input=status_json,
             capture_output=True,
             text=True,

@@ -137,8 +137,7 @@ class _Run:
         self.daemon: DaemonProcess | None = None
         self.expected: list[Usage] = []
         self.checked_at = 0.0
-        self.env = h.command_env()
-        self.env.pop("NOTIFY_SOCKET", None)
+        self.env = h.user_env()
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -55,7 +55,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
@@ -826,33 +825,22 @@ class _Campaign:
         return self.daemon
 
     def wait_ready(self, d: DaemonProcess, what: str) -> bool:
-        deadline = d.started + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not d.alive():
-                break
-            try:
-                hello = client.call(self.h.socket, "hello", timeout=0.5)
-            except ControlError:
-                time.sleep(0.005)
-                continue
-            if hello.get("pid") == d.pid:
-                self.report.ready += 1
-                self.report.ready_s.append(time.monotonic() - d.started)
-                self.tail.follow(self.h.socket, d.pid)
-                return True
-            time.sleep(0.005)
-        self.fail(d, f"{what}: no hello within {READY_TIMEOUT_S:g} s")
+        left = d.started + READY_TIMEOUT_S - time.monotonic()
+        problem = self.h.wait_ready(d, left, notify=False, interval=0.005, hello_timeout=0.5)
+        if problem is None:
+            self.report.ready += 1
+            self.report.ready_s.append(time.monotonic() - d.started)
+            self.tail.follow(self.h.socket, d.pid)
+            return True
+        self.fail(d, f"{what}: {problem}")
         return False
 
     def fail(self, d: DaemonProcess, problem: str) -> None:
         rc = d.proc.poll()
         state = f"exited {rc}" if rc is not None else "still running"
-        log_tail = ""
-        if self.h.log_file.exists():
-            log_tail = self.h.log_file.read_text(errors="replace")[-1500:]
         self._failed.add(d.pid)
         self.report.failures.append(
-            f"{problem} (daemon pid {d.pid} {state})\n{d.output()}\n--- log tail ---\n{log_tail}"
+            f"{problem} (daemon pid {d.pid} {state})\n{self.h.diagnostics(d)}"
         )
         self.log(f"FAILURE: {problem} (pid {d.pid} {state})")
 
@@ -860,13 +848,8 @@ class _Campaign:
         d = self.daemon
         assert d is not None
         self.daemon = None
-        if d.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(d.pid, signal.SIGKILL)
-            killed = True
-        else:
-            killed = False
-        rc = d.proc.wait(30)
+        killed = d.alive()
+        rc = self.h.kill(d, timeout=30)
         if killed and rc == -signal.SIGKILL:
             self.report.kills += 1
             self.report.scenarios[scenario] += 1
@@ -994,11 +977,8 @@ class _Campaign:
             self.report.final["events_since_start"] = (status.get("since_start") or {}).get(
                 "events"
             )
-        d.signal(signal.SIGTERM)
-        try:
-            rc: int | None = d.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            rc = None
+        rc, _ = self.h.stop(d, signal.SIGTERM, STOP_TIMEOUT_S)
+        if rc is None:
             self.fail(d, f"final stop: still running {STOP_TIMEOUT_S:g} s after SIGTERM")
             self.h.kill(d)
         self.daemon = None
