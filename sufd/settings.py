@@ -30,13 +30,15 @@ __all__ = [
 
 APP_NAME = "sufd"
 COST_MODES = ("auto", "calculate", "display")
+# The one list of the agents sufd knows, in the order it reads, watches and lists them; the
+# adapters are registered in sufd.sources under these names (checked there at import).
 KNOWN_SOURCES = (
     "claude",
     "codex",
-    "cursor",
     "cline",
     "roo-code",
     "kilo-code",
+    "cursor",
     "gemini",
     "opencode",
     "kilo-cli",
