@@ -38,7 +38,7 @@ from sufd.ingest.summary import FileResult
 from sufd.logger import get_logger
 from sufd.prices.table import PriceTable
 from sufd.settings import Settings
-from sufd.sources import Malformed, Source
+from sufd.sources import Malformed, Record, Source
 from sufd.sources.base import FileContext
 from sufd.store.health import StoreFault
 from sufd.store.ledger import Batch, FileCursor, Ledger, PricedRecord
@@ -184,13 +184,21 @@ class LineReader:
         result.bytes_read = end - start
 
 
-class DocumentReader:
-    """A whole-file source: re-parse it and upsert every record it holds now."""
+class _WholeReader:
+    """What the document and database readers share: records parsed whole, then priced."""
 
     def __init__(self, settings: Settings, prices: PriceTable, committer: Committer) -> None:
         self.settings = settings
         self.prices = prices
         self.committer = committer
+
+    def _priced(self, source: Source, records: list[Record]) -> list[PricedRecord]:
+        mode, table = self.settings.cost_mode, self.prices
+        return [price_record(rec, source, table, mode) for rec in records]
+
+
+class DocumentReader(_WholeReader):
+    """A whole-file source: re-parse it and upsert every record it holds now."""
 
     def read(
         self, source: Source, f: ByteFile, ctx: FileContext, cursor: FileCursor, result: FileResult
@@ -206,20 +214,14 @@ class DocumentReader:
             except Malformed as bad:
                 batch.malformed.append((0, bad.reason))
                 records = []
-            mode, table = self.settings.cost_mode, self.prices
-            batch.records = [price_record(rec, source, table, mode) for rec in records]
+            batch.records = self._priced(source, records)
             batch.malformed.extend(ctx.malformed)
         self.committer.commit(source, batch, ctx, len(data), len(data), result)
         result.bytes_read = len(data)
 
 
-class DatabaseReader:
+class DatabaseReader(_WholeReader):
     """An SQLite source: ask the adapter what changed since its watermark."""
-
-    def __init__(self, settings: Settings, prices: PriceTable, committer: Committer) -> None:
-        self.settings = settings
-        self.prices = prices
-        self.committer = committer
 
     def read(
         self,
@@ -237,8 +239,7 @@ class DatabaseReader:
             result.unchanged = True
             return
         cursor.dev, cursor.ino, cursor.mtime_ns = st.st_dev, st.st_ino, st.st_mtime_ns
-        mode, table = self.settings.cost_mode, self.prices
-        batch = Batch(cursor, [price_record(rec, source, table, mode) for rec in records])
+        batch = Batch(cursor, self._priced(source, records))
         batch.malformed.extend(ctx.malformed)
         self.committer.commit(source, batch, ctx, st.st_size, st.st_size, result)
 
