@@ -1,4 +1,8 @@
-"""Loggers for sufd's modules, bound to structlog when they first log something shown.
+"""Getting a logger: what every module imports to log (``log = get_logger(__name__)``).
+
+Light on purpose (stdlib ``logging`` only). Where log output goes and in what format is
+:mod:`sufd.logs`, which only the entry points import, once per process. A logger from here
+is bound to structlog when it first logs something shown.
 
 Importing structlog (and the asyncio it imports) took 140 ms, a third of a ``sufd ingest``
 with nothing new to read, though a one-shot command shows only warnings. Such a command

@@ -1,4 +1,8 @@
-"""The one place that configures logging (structlog over the stdlib).
+"""Configuring log output, once per process: the entry points call :func:`configure` (and the
+daemon :func:`check_file` on its heartbeat). Modules that log do not import this; they get
+their loggers from :mod:`sufd.logger`. This is the one place that configures logging
+(structlog over the stdlib), so it imports structlog, which :mod:`sufd.logger` keeps off
+every module's import.
 
 Event names are stable ``dotted.keys`` with fields; no message ever carries prompt or
 response text, and tracebacks never include local variables.

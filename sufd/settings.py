@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 from sufd.errors import ConfigError
 
@@ -29,14 +29,15 @@ __all__ = [
 ]
 
 APP_NAME = "sufd"
-COST_MODES = ("auto", "calculate", "display")
+# The one list of the agents sufd knows, in the order it reads, watches and lists them; the
+# adapters are registered in sufd.sources under these names (checked there at import).
 KNOWN_SOURCES = (
     "claude",
     "codex",
-    "cursor",
     "cline",
     "roo-code",
     "kilo-code",
+    "cursor",
     "gemini",
     "opencode",
     "kilo-cli",
@@ -44,6 +45,7 @@ KNOWN_SOURCES = (
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 CostMode = Literal["auto", "calculate", "display"]
+COST_MODES: tuple[str, ...] = get_args(CostMode)
 
 
 # NamedTuples rather than dataclasses: immutable all the same, and cheaper to import, which
@@ -121,6 +123,10 @@ class Settings(NamedTuple):
         return self.sources.get(name, SourceSettings())
 
 
+# Each default is written once, on its field above; load() takes them from here.
+_DEFAULT: Mapping[str, Any] = Settings._field_defaults
+
+
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     """Where the config file lives unless ``--config`` or ``SUFD_CONFIG`` says otherwise."""
     env = os.environ if env is None else env
@@ -156,40 +162,36 @@ def load(
     raw = _read_toml(path)
     res = _Resolver(path, raw, env, overrides or {})
 
-    paths_tbl = res.table("paths")
-    data_dir = res.path("paths.data_dir", "SUFD_DATA_DIR", paths_tbl, _default_data_dir)
-    state_dir = res.path("paths.state_dir", "SUFD_STATE_DIR", paths_tbl, _default_state_dir)
-    log_dir = res.path("paths.log_dir", "SUFD_LOG_DIR", paths_tbl, _default_log_dir)
+    data_dir = res.path("paths.data_dir", "SUFD_DATA_DIR", lambda: _platform_dir("data"))
+    state_dir = res.path("paths.state_dir", "SUFD_STATE_DIR", lambda: _platform_dir("state"))
+    log_dir = res.path("paths.log_dir", "SUFD_LOG_DIR", lambda: _platform_dir("log"))
     runtime_dir = res.path(
-        "paths.runtime_dir",
-        "SUFD_RUNTIME_DIR",
-        paths_tbl,
-        lambda: _default_runtime_dir(env, home, platform),
+        "paths.runtime_dir", "SUFD_RUNTIME_DIR", lambda: _default_runtime_dir(env, home, platform)
     )
-    db = res.path("paths.db", "SUFD_DB", paths_tbl, lambda: data_dir / "ledger.sqlite3")
+    db = res.path("paths.db", "SUFD_DB", lambda: data_dir / "ledger.sqlite3")
     paths = Paths(
         path, data_dir, state_dir, log_dir, runtime_dir, db, _ledger_socket(runtime_dir, db, env)
     )
 
-    ingest_tbl = res.table("ingest")
-    cost_mode = res.choice("ingest.cost_mode", "SUFD_COST_MODE", ingest_tbl, "auto", COST_MODES)
+    d = _DEFAULT
+    cost_mode = res.choice("ingest.cost_mode", "SUFD_COST_MODE", d["cost_mode"], COST_MODES)
     max_line = res.integer(
-        "ingest.max_line_bytes", "SUFD_MAX_LINE_BYTES", ingest_tbl, 64 * 1024 * 1024, minimum=4096
+        "ingest.max_line_bytes", "SUFD_MAX_LINE_BYTES", d["max_line_bytes"], minimum=4096
     )
-    report_tbl = res.table("report")
-    tz = res.text("report.timezone", "SUFD_TIMEZONE", report_tbl, None)
+    tz = res.text("report.timezone", "SUFD_TIMEZONE", d["timezone"])
     if tz is not None:
         _check_zone(tz, path)
-    log_tbl = res.table("log")
-    level = res.choice("log.level", "SUFD_LOG_LEVEL", log_tbl, "info", LOG_LEVELS)
+    level = res.choice("log.level", "SUFD_LOG_LEVEL", d["log_level"], LOG_LEVELS)
 
-    watch_tbl = res.table("watch")
-    debounce = res.integer("watch.debounce_ms", "SUFD_DEBOUNCE_MS", watch_tbl, 200, minimum=1)
+    debounce = res.integer("watch.debounce_ms", "SUFD_DEBOUNCE_MS", d["debounce_ms"], minimum=1)
     reconcile = res.integer(
-        "watch.reconcile_interval_s", "SUFD_RECONCILE_INTERVAL_S", watch_tbl, 60, minimum=1
+        "watch.reconcile_interval_s",
+        "SUFD_RECONCILE_INTERVAL_S",
+        d["reconcile_interval_s"],
+        minimum=1,
     )
-    polling = res.boolean("watch.force_polling", "SUFD_FORCE_POLLING", watch_tbl, False)
-    watch_on = res.boolean("watch.enabled", None, watch_tbl, True)
+    polling = res.boolean("watch.force_polling", "SUFD_FORCE_POLLING", d["force_polling"])
+    watch_on = res.boolean("watch.enabled", None, d["watch_enabled"])
     for var in ("SUFD_DISABLE_WATCHER", "STACKUNDERFLOW_DISABLE_WATCHER"):
         if env.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             watch_on = False
@@ -217,15 +219,9 @@ def load(
     )
 
 
-_KNOWN_KEYS = {
-    "paths": {"data_dir", "state_dir", "log_dir", "runtime_dir", "db", "socket", "config"},
-    "ingest": {"cost_mode", "max_line_bytes"},
-    "report": {"timezone"},
-    "log": {"level"},
-    "prices": {"overrides"},
-    "sources": None,
-    "watch": {"enabled", "debounce_ms", "reconcile_interval_s", "force_polling"},
-}
+# Keys the file may hold that load() does not look up itself: the others are known because it
+# looks them up (see _Resolver.warn_unknown).
+_OTHER_KEYS = frozenset(("paths.socket", "paths.config", "prices.overrides"))
 
 
 class _Resolver:
@@ -247,21 +243,22 @@ class _Resolver:
             raise ConfigError(f"{self.file}: [{name}] must be a table, not {type(value).__name__}")
         return value
 
-    def _lookup(self, key: str, env_key: str | None, tbl: dict[str, Any]) -> tuple[Any, str]:
+    def _lookup(self, key: str, env_key: str | None) -> Any:
+        """The value of ``key`` (``None``: the default), recording where it came from."""
+        section, leaf = key.split(".")
+        tbl = self.table(section)
         if key in self.flags:
-            return self.flags[key], "flag"
-        if env_key and self.env.get(env_key):
-            return self.env[env_key], f"env {env_key}"
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf in tbl:
-            return tbl[leaf], f"file {self.file}"
-        return None, "default"
+            value, self.origins[key] = self.flags[key], "flag"
+        elif env_key and self.env.get(env_key):
+            value, self.origins[key] = self.env[env_key], f"env {env_key}"
+        elif leaf in tbl:
+            value, self.origins[key] = tbl[leaf], f"file {self.file}"
+        else:
+            value, self.origins[key] = None, "default"
+        return value
 
-    def path(
-        self, key: str, env_key: str, tbl: dict[str, Any], default: Callable[[], Path]
-    ) -> Path:
-        value, origin = self._lookup(key, env_key, tbl)
-        self.origins[key] = origin
+    def path(self, key: str, env_key: str, default: Callable[[], Path]) -> Path:
+        value = self._lookup(key, env_key)
         if value is None:
             # Computed only when needed: platformdirs is not imported once install wrote paths.
             return default()
@@ -269,19 +266,16 @@ class _Resolver:
             raise ConfigError(f"{self.file}: {key} must be a non-empty path string, got {value!r}")
         return _expand(str(value), self.env)
 
-    def text(self, key: str, env_key: str, tbl: dict[str, Any], default: str | None) -> str | None:
-        value, origin = self._lookup(key, env_key, tbl)
-        self.origins[key] = origin
+    def text(self, key: str, env_key: str, default: str | None) -> str | None:
+        value = self._lookup(key, env_key)
         if value is None:
             return default
         if not isinstance(value, str):
             raise ConfigError(f"{self.file}: {key} must be a string, got {value!r}")
         return value
 
-    def choice(
-        self, key: str, env_key: str, tbl: dict[str, Any], default: str, allowed: tuple[str, ...]
-    ) -> str:
-        value = self.text(key, env_key, tbl, default) or default
+    def choice(self, key: str, env_key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(key, env_key, default) or default
         value = value.lower()
         if value not in allowed:
             raise ConfigError(
@@ -290,11 +284,8 @@ class _Resolver:
             )
         return value
 
-    def integer(
-        self, key: str, env_key: str, tbl: dict[str, Any], default: int, *, minimum: int
-    ) -> int:
-        value, origin = self._lookup(key, env_key, tbl)
-        self.origins[key] = origin
+    def integer(self, key: str, env_key: str, default: int, *, minimum: int) -> int:
+        value = self._lookup(key, env_key)
         if value is None:
             return default
         try:
@@ -305,9 +296,8 @@ class _Resolver:
             raise ConfigError(f"{self.file}: {key} must be an integer >= {minimum}, got {value!r}")
         return number
 
-    def boolean(self, key: str, env_key: str | None, tbl: dict[str, Any], default: bool) -> bool:
-        value, origin = self._lookup(key, env_key, tbl)
-        self.origins[key] = origin
+    def boolean(self, key: str, env_key: str | None, default: bool) -> bool:
+        value = self._lookup(key, env_key)
         if value is None:
             return default
         if isinstance(value, bool):
@@ -320,14 +310,16 @@ class _Resolver:
         raise ConfigError(f"{self.file}: {key} must be true or false, got {value!r}")
 
     def warn_unknown(self) -> None:
+        """Warn of what the file holds that nothing looked up (call it last). ``[sources]``
+        is left to :func:`_sources`, which knows the source names."""
+        known = {*self.origins, *_OTHER_KEYS}
+        sections = {k.split(".", 1)[0] for k in known}
         for name, value in self.raw.items():
-            if name not in _KNOWN_KEYS:
+            if name not in sections:
                 self.warnings.append(f"{self.file}: unknown section or key {name!r} ignored")
-                continue
-            known = _KNOWN_KEYS[name]
-            if known is not None and isinstance(value, dict):
+            elif name != "sources" and isinstance(value, dict):
                 for key in value:
-                    if key not in known:
+                    if f"{name}.{key}" not in known:
                         self.warnings.append(f"{self.file}: unknown key {name}.{key} ignored")
         if self.warnings:
             self.origins["_warnings"] = "\n".join(self.warnings)
@@ -337,14 +329,15 @@ def _sources(res: _Resolver) -> dict[str, SourceSettings]:
     tbl = res.table("sources")
     disabled = {s.strip() for s in res.env.get("SUFD_DISABLE_SOURCES", "").split(",") if s.strip()}
     out: dict[str, SourceSettings] = {}
+    default = SourceSettings()
     for name in KNOWN_SOURCES:
         entry = tbl.get(name, {})
         if not isinstance(entry, dict):
             raise ConfigError(f"{res.file}: [sources.{name}] must be a table")
-        enabled = entry.get("enabled", True)
+        enabled = entry.get("enabled", default.enabled)
         if not isinstance(enabled, bool):
             raise ConfigError(f"{res.file}: sources.{name}.enabled must be true or false")
-        roots = entry.get("roots", [])
+        roots = entry.get("roots", list(default.roots))
         if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
             raise ConfigError(f"{res.file}: sources.{name}.roots must be a list of paths")
         res.origins[f"sources.{name}.enabled"] = (
@@ -429,22 +422,11 @@ def _expand(value: str, env: Mapping[str, str]) -> Path:
     return Path(value).absolute()
 
 
-def _default_data_dir() -> Path:
+def _platform_dir(kind: Literal["data", "state", "log"]) -> Path:
+    """platformdirs' ``user_data_dir``, ``user_state_dir`` or ``user_log_dir`` for sufd."""
     import platformdirs
 
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
-
-
-def _default_state_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
-
-
-def _default_log_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")(APP_NAME, appauthor=False))
 
 
 def shared_runtime_dir(env: Mapping[str, str]) -> Path:

@@ -25,7 +25,7 @@ database row with no tokens whose JSON duplicate counts, ``cost`` as an object (
 an empty ``providerID`` (skipped).
 
 ``ccusage_snapshots()`` pulls the pricing snapshots out of the pinned ccusage binary (raw deflate
-streams) so a test can check :data:`sufd.sources.gemini.MODELS_DEV` against it.
+streams) so a test can check :data:`sufd.prices.models_dev.MODELS_DEV` against it.
 """
 
 from __future__ import annotations
@@ -525,7 +525,7 @@ def models_dev_gemini(snap: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
 
     Applies ccusage's load rules (``load_models_dev_models``): asset-priced ids skipped, all-zero
     costs skipped, one slot per normalised spelling (the stronger claim wins), the lowest context
-    tier kept. Same tuple shape as :data:`sufd.sources.gemini.MODELS_DEV`.
+    tier kept. Same tuple shape as :data:`sufd.prices.models_dev.MODELS_DEV`.
     """
     md, asset = snap["models_dev"], set(snap["rules"]["assetPricedModelIds"])
     out: dict[str, tuple[Any, ...]] = {}

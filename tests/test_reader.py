@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sufd.ingest.reader import read_runs
+from sufd.ingest.runs import read_runs
 
 
 def _collect(

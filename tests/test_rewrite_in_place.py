@@ -20,8 +20,9 @@ import pytest
 from structlog.testing import capture_logs
 
 import sufd.ingest.ingestor
+import sufd.ingest.readers
 from sufd.ingest.ingestor import Ingestor, IngestStats
-from sufd.ingest.reader import CHUNK_BYTES
+from sufd.ingest.runs import CHUNK_BYTES
 from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.store import open_store
@@ -158,7 +159,7 @@ def test_sliced_reads_and_appends_go_on_and_a_rewrite_after_them_is_caught(
     and a rewrite after them still is one."""
     ingestor = ledger_of
     ingestor.slice_s = 0.0  # stop after each committed chunk...
-    monkeypatch.setattr(sufd.ingest.ingestor, "SLICE_RECORDS", 2)  # ...of two records
+    monkeypatch.setattr(sufd.ingest.readers, "SLICE_RECORDS", 2)  # ...of two records
     path = isolated.home / ".claude" / "projects" / "-home-dev-proj" / "s1.jsonl"
     old_lines, old = _claude_lines("s1", 0, 7, 1000)
     append_lines(path, *old_lines)

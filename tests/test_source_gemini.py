@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 
+from sufd.prices.lookup import gemini_candidates
+from sufd.prices.models_dev import MODELS_DEV
 from sufd.prices.table import PriceTable
 from sufd.settings import load
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext, Record
-from sufd.sources.gemini import MODELS_DEV, GeminiCli, gemini_candidates
+from sufd.sources.gemini import GeminiCli
 from tests.ccusage import REPO, run_ccusage
 from tests.conftest import SufdEnv, make_env, shared_fixture
 from tests.daemon_harness import (

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from sufd.prices.lookup import opencode_candidates
 from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources import opencode as oc
 from sufd.sources.base import FileContext, Record
-from sufd.sources.opencode import KiloCli, OpenCode, candidates
+from sufd.sources.opencode import KiloCli, OpenCode
 from tests.ccusage import run_ccusage
 from tests.conftest import SufdEnv, make_env, shared_fixture
 from tests.daemon_harness import (
@@ -86,14 +87,14 @@ def test_registered_database_sources_and_owned_paths(tmp_path: Path) -> None:
 
 
 def test_candidates() -> None:
-    assert candidates("claude-sonnet-4.5", "github-copilot") == [
+    assert opencode_candidates("claude-sonnet-4.5", "github-copilot") == [
         "claude-sonnet-4.5",
         "claude-sonnet-4-5",
         "github_copilot/claude-sonnet-4.5",
         "github_copilot/claude-sonnet-4-5",
     ]
-    assert candidates("claude-opus-45", None) == ["claude-opus-45", "claude-opus-4-5"]
-    assert candidates("gemini-3-pro-high", "unknown") == ["gemini-3-pro-preview"]
+    assert opencode_candidates("claude-opus-45", None) == ["claude-opus-45", "claude-opus-4-5"]
+    assert opencode_candidates("gemini-3-pro-high", "unknown") == ["gemini-3-pro-preview"]
 
 
 # ------------------------------------------------------------------------------------------

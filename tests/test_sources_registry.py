@@ -1,8 +1,9 @@
 """Guard: every source module is registered, known to settings, has real samples and tests.
 
-Adding an agent is one module in sufd/sources, one line in the registry, its name in
-settings.KNOWN_SOURCES, its real samples in ../shared/fixtures/real/<module> and its tests in
-tests/test_source_<module>.py. This test fails when any of those is missing.
+Adding an agent is one module in sufd/sources, its class in the registry's adapters, its name
+in settings.KNOWN_SOURCES (the one list of names), its real samples in
+../shared/fixtures/real/<module> and its tests in tests/test_source_<module>.py. This test
+fails when any of those is missing.
 """
 
 from __future__ import annotations
@@ -83,11 +84,32 @@ def test_module_has_real_fixtures(module_name: str) -> None:
 
 
 def test_registry_names_match_settings() -> None:
-    # settings keeps a literal list so sufctl need not import the adapters to validate names.
-    assert set(SOURCES) <= set(KNOWN_SOURCES)
+    """Issue 13 item 3: one list of source names. settings.KNOWN_SOURCES is it (so sufctl
+    need not import the adapters to check a name); the registry holds exactly those names,
+    in that order, which is the order sources are read, watched and listed in."""
+    assert tuple(SOURCES) == KNOWN_SOURCES
     for name, source in SOURCES.items():
         assert source.name == name
         assert source.kind in ("lines", "document", "database")
+
+
+def test_registry_refuses_an_adapter_settings_do_not_know() -> None:
+    """Issue 13 item 3: an adapter whose name is not in KNOWN_SOURCES (it could be neither
+    configured nor named to sufctl), or a known name without an adapter, fails at import."""
+    import sufd.sources as registry
+
+    class Stray(Source):
+        name = "stray"
+
+        def default_roots(self, settings: Any) -> list[Path]:
+            return []
+
+    adapters = tuple(type(s) for s in SOURCES.values())
+    with pytest.raises(RuntimeError, match=r"not in KNOWN_SOURCES \['stray'\]"):
+        registry._registry((*adapters, Stray), KNOWN_SOURCES)
+    with pytest.raises(RuntimeError, match=r"without exactly one adapter \['codex'\]"):
+        registry._registry(tuple(a for a in adapters if a.name != "codex"), KNOWN_SOURCES)
+    assert list(registry._registry(adapters[::-1], KNOWN_SOURCES)) == list(KNOWN_SOURCES)
 
 
 def test_every_source_honours_configured_roots(isolated: object, tmp_path: Path) -> None:

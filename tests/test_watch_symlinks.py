@@ -150,7 +150,6 @@ def test_root_watcher_asks_for_a_rescan_when_a_watch_is_dropped(tmp_path: Path) 
             tmp_path,
             lambda _source, paths: changed.update(paths),
             owns=lambda p: p.suffix == ".jsonl",
-            debounce_ms=50,
             on_appeared=lambda _source, root: rescans.append(root),
         )
         stop = asyncio.Event()

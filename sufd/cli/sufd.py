@@ -1,4 +1,5 @@
-"""``sufd``: the daemon side — ingest, paths (and, as they land, run/install/lifecycle).
+"""``sufd``: the daemon side — run the daemon, start/stop/restart/status it, install or
+uninstall it as a service, ingest once, show paths and config, doctor.
 
 Library code raises :class:`~sufd.errors.SufdError`; this entry point maps errors to exit
 codes: 0 ok, 1 error, 2 usage, 78 configuration error (``EX_CONFIG``).

@@ -278,7 +278,6 @@ class Daemon:
                     root,
                     self.cycles.request_paths,
                     owns=source.owns,
-                    debounce_ms=self.settings.debounce_ms,
                     step_ms=WATCH_STEP_MS,
                     force_polling=self.settings.force_polling,
                     on_appeared=lambda name, _root: self.cycles.request_full(

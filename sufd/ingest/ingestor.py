@@ -1,5 +1,9 @@
 """Ingest: read what is new in source files, price it, and commit it with the file's cursor.
 
+The :class:`Ingestor` orchestrates a pass: which files to read (a survey of every root, or a
+watcher's change batch), the cursors, the parse workers of a large catch-up, files gone from
+disk. It opens each file and hands it to the reader of its kind (:mod:`sufd.ingest.readers`).
+
 :meth:`Ingestor.ingest_file` is the one place that catches broad exceptions: a file that
 cannot be read or parsed is logged and recorded, its cursor stays where it was, and ingest
 goes on with the next file.
@@ -7,42 +11,33 @@ goes on with the next file.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from sufd.errors import SourceBusy
-from sufd.ingest.parse import (
-    BATCH_BYTES,
-    BATCH_RECORDS,
-    TAIL_BYTES,
-    Chunk,
-    fingerprint,
-    parse_lines,
-    price_record,
+from sufd.ingest.readers import (
+    CommitHook,
+    Committer,
+    DatabaseReader,
+    DocumentReader,
+    LineReader,
+    ledger_write,
+    read_start,
 )
-from sufd.ingest.reader import ByteFile
-from sufd.ingest.summary import summary_line
+from sufd.ingest.summary import FileResult, IngestStats
 from sufd.logger import get_logger
 from sufd.prices.table import PriceTable
 from sufd.settings import Settings, local_zone
-from sufd.sources import Malformed, Source, enabled_sources
+from sufd.sources import Source, enabled_sources
 from sufd.sources.base import FileContext, symlinked_below
 from sufd.store.health import StoreFault
-from sufd.store.ledger import (
-    Batch,
-    FileCursor,
-    Ledger,
-    PricedRecord,
-)
+from sufd.store.ledger import FileCursor, Ledger
 from sufd.watch.stalls import GuardedFile, IoGuard, Stalled
 
 if TYPE_CHECKING:
@@ -52,12 +47,7 @@ __all__ = ["CommitHook", "FileResult", "IngestStats", "Ingestor"]
 
 log = get_logger(__name__)
 
-CommitHook = Callable[[str, list[PricedRecord], list[PricedRecord]], None]
 _T = TypeVar("_T")
-# With a time slice (the daemon's change batches), as small: the slice is checked between
-# batches.
-SLICE_RECORDS = 2_000
-MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 # A catch-up commits every this many bytes read (and at the end).
 BULK_FLUSH_BYTES = 64 * 1024 * 1024
 # ... and at least this often: a crash (or a crash loop) loses at most this much work, and
@@ -65,85 +55,6 @@ BULK_FLUSH_BYTES = 64 * 1024 * 1024
 BULK_FLUSH_S = 0.25
 # Worker processes pay for themselves only on a large catch-up (a first ingest).
 PREFETCH_MIN_TOTAL_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class FileResult:
-    """What one pass over one file did."""
-
-    path: Path
-    source: str
-    bytes_read: int = 0
-    inserted: int = 0
-    replaced: int = 0
-    malformed: int = 0
-    unchanged: bool = False
-    reset: str | None = None
-    error: str | None = None
-    more: bool = False  # stopped at the end of its time slice: the rest is read later
-    stalled: bool = False  # its mount did not answer in time: read again once it does
-    busy: bool = False  # a database locked or changing under the read: try again shortly
-
-
-@dataclass(slots=True)
-class IngestStats:
-    """Totals of one ingest run, for the summary line and the logs."""
-
-    files: int = 0
-    files_read: int = 0
-    bytes_read: int = 0
-    inserted: int = 0
-    replaced: int = 0
-    malformed: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    gone: int = 0
-    prefetched: int = 0
-    started: float = field(default_factory=time.monotonic)
-    more: list[Path] = field(default_factory=list)  # files to read on from their cursor
-    stalled: int = 0  # files (or roots) left for a mount that does not answer
-    busy: list[Path] = field(default_factory=list)  # databases to try again shortly
-
-    def add(self, result: FileResult) -> None:
-        """Fold one file's result into the totals."""
-        self.files += 1
-        if not result.unchanged:
-            self.files_read += 1
-        self.bytes_read += result.bytes_read
-        self.inserted += result.inserted
-        self.replaced += result.replaced
-        self.malformed += result.malformed
-        if result.error:
-            self.errors.append((str(result.path), result.error))
-        if result.more:
-            self.more.append(result.path)
-        if result.stalled:
-            self.stalled += 1
-        if result.busy:
-            self.busy.append(result.path)
-
-    @property
-    def duration_ms(self) -> int:
-        """Wall time since the run started."""
-        return int((time.monotonic() - self.started) * 1000)
-
-    def as_dict(self) -> dict[str, object]:
-        """The summary as JSON-ready data (``sufd ingest --json``)."""
-        return {
-            "files": self.files,
-            "files_read": self.files_read,
-            "bytes_read": self.bytes_read,
-            "events_new": self.inserted,
-            "events_replaced": self.replaced,
-            "malformed_lines": self.malformed,
-            "files_gone": self.gone,
-            "files_prefetched": self.prefetched,
-            "errors": [{"path": p, "error": e} for p, e in self.errors],
-            "duration_ms": self.duration_ms,
-        }
-
-    def summary_line(self) -> str:
-        """One sentence for the end of ``sufd ingest``."""
-        return summary_line(self.as_dict())
 
 
 class Ingestor:
@@ -165,7 +76,6 @@ class Ingestor:
         self.ledger = ledger
         self.prices = prices
         self.sources = enabled_sources(settings)
-        self.on_commit = on_commit
         # Set by the daemon on shutdown: stop after the current batch commit.
         self.interrupt = interrupt or threading.Event()
         # ingest_paths reads at most this long from one file, then goes on to the next (a
@@ -178,6 +88,10 @@ class Ingestor:
         self._prefetch: Prefetcher | None = None
         # The daemon's: file-system calls on a root that may hang (see sufd.watch.stalls).
         self.guard = guard
+        committer = Committer(ledger, on_commit)
+        self._lines = LineReader(settings, prices, committer, self.interrupt)
+        self._document = DocumentReader(settings, prices, committer)
+        self._database = DatabaseReader(settings, prices, committer)
         zone = local_zone(settings)
         try:
             # Reports in this zone (the default one) then read per-day sums.
@@ -298,7 +212,7 @@ class Ingestor:
         cursor = (self._cursors or {}).get(str(path))
         if cursor is None:
             return 0, source.new_state()
-        start = self._read_start(source, cursor, st)
+        start = read_start(source, cursor, st)
         if start is None:
             return None
         reset, offset = start
@@ -402,13 +316,13 @@ class Ingestor:
         cursor = cursors.get(str(path))
         try:
             if cursor is None:
-                with _ledger_write():
+                with ledger_write():
                     cursor = self.ledger.new_file(source.name, str(path))
                 cursors[str(path)] = cursor
             self._read(source, root, path, cursor, result)
             if cursor.gone:
                 # Back on disk (restored, moved back): read unchanged, nothing else clears it.
-                with _ledger_write():
+                with ledger_write():
                     self.ledger.mark_present([cursor.file_id])
                 cursor.gone = False
         except StoreFault:
@@ -430,7 +344,7 @@ class Ingestor:
                 try:
                     cursors.pop(str(path), None)
                     cursors.update(self.ledger.cursors(str(path)))
-                    with _ledger_write():
+                    with ledger_write():
                         self._mark_gone(path)
                 except Exception as store_exc:
                     log.error("ingest.mark_gone_failed", path=str(path), error=_describe(store_exc))
@@ -450,39 +364,19 @@ class Ingestor:
                 log.error("ingest.mark_error_failed", path=str(path), error=_describe(store_exc))
         return result
 
-    @staticmethod
-    def _read_start(
-        source: Source, cursor: FileCursor, st: os.stat_result
-    ) -> tuple[str | None, int] | None:
-        """Where to read a file from: ``None`` when it is unchanged, else (reset reason, offset).
-
-        Documents are rewritten whole (often by atomic rename, so a new inode each time) and
-        their carried state belongs to the path. A line file that shrank or is another inode
-        is read again from 0; upserts by key make that safe. (One rewritten in place, not
-        shorter, is found only once open: see :meth:`_before_cursor`.)
-        """
-        same_file = (cursor.dev, cursor.ino) == (st.st_dev, st.st_ino)
-        if same_file and (st.st_size, st.st_mtime_ns) == (cursor.size, cursor.mtime_ns):
-            return None
-        if (
-            source.kind == "lines"
-            and cursor.offset
-            and (not same_file or st.st_size < cursor.offset)
-        ):
-            return ("replaced" if not same_file else "truncated"), 0
-        return None, cursor.offset
-
     def _read(
         self, source: Source, root: Path | None, path: Path, cursor: FileCursor, result: FileResult
     ) -> None:
+        """Open one file as its kind needs (through the guard when there is one) and hand it
+        to the reader of that kind."""
         key = (source.name, str(root if root is not None else path))
         st = self._io(key, str(path), os.stat, path)
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(path, st.st_mode)
         if source.kind == "database":
-            self._read_database(source, root, path, cursor, st, result)
+            self._database.read(source, root, path, cursor, st, result)
             return
-        start = self._read_start(source, cursor, st)
+        start = read_start(source, cursor, st)
         if start is None:
             result.unchanged = True
             return
@@ -507,175 +401,18 @@ class Ingestor:
                 cursor.offset = 0
             cursor.dev, cursor.ino, cursor.mtime_ns = fst.st_dev, fst.st_ino, fst.st_mtime_ns
             if source.kind == "document":
-                self._read_document(source, f, ctx, cursor, result)
+                self._document.read(source, f, ctx, cursor, result)
                 return
-            before = self._before_cursor(f, cursor)
-            if before is None:
-                result.reset = "rewritten"
-                log.info(
-                    "ingest.file_reset", path=str(path), source=source.name, reason="rewritten"
-                )
-                ctx.state = source.new_state()
-                cursor.offset, before = 0, b""
-            self._read_lines(source, f, fst.st_size, ctx, cursor, result, before)
-
-    @staticmethod
-    def _before_cursor(f: ByteFile, cursor: FileCursor) -> bytes | None:
-        """The bytes just before a line file's cursor, or ``None`` if they are no longer
-        those it was read up to: the file was rewritten in place (or cut short since the
-        ``stat``). One small read per file read; the bytes go on to fingerprint the commits.
-        """
-        if not cursor.offset:
-            return b""
-        want = min(cursor.offset, TAIL_BYTES)
-        f.seek(cursor.offset - want)
-        before = _read_up_to(f, want)
-        if len(before) < want:
-            return None
-        if cursor.tail is not None and fingerprint(before) != cursor.tail:
-            return None
-        return before
-
-    def _read_lines(
-        self,
-        source: Source,
-        f: ByteFile,
-        size: int,
-        ctx: FileContext,
-        cursor: FileCursor,
-        result: FileResult,
-        before: bytes,
-    ) -> None:
-        """An append-only source: parse each complete line after the cursor and commit it.
-
-        ``before``: the bytes just before the cursor (see :func:`parse_lines`).
-        """
-        start = cursor.offset
-        chunks: Iterable[Chunk] | None = None
-        if self._prefetch is not None:
-            chunks = self._prefetch.take(ctx.path, start, os.fstat(f.fileno()), ctx.state)
-        if chunks is None:
-            chunks = parse_lines(
+            self._lines.read(
                 source,
                 f,
-                start,
+                fst.st_size,
                 ctx,
-                max_line=self.settings.max_line_bytes,
-                table=self.prices,
-                mode=self.settings.cost_mode,
-                chunk_bytes=BATCH_BYTES,
-                chunk_records=BATCH_RECORDS if self._slice is None else SLICE_RECORDS,
-                before=before,
+                cursor,
+                result,
+                prefetch=self._prefetch,
+                slice_s=self._slice,
             )
-        end = start
-        deadline = None if self._slice is None else time.monotonic() + self._slice
-        for chunk in chunks:
-            ctx.state = chunk.state
-            batch = Batch(cursor, chunk.records, chunk.malformed)
-            # Only the last chunk records the size read: a cursor left short of it (stopped
-            # by the slice or a shutdown) must not look fully read to the next pass.
-            seen = max(size, chunk.end) if chunk.final else chunk.end
-            cursor.tail = chunk.tail
-            self._commit(source, batch, ctx, chunk.end, seen, result)
-            end = chunk.end
-            if self.interrupt.is_set():
-                break
-            if deadline is not None and not chunk.final and time.monotonic() >= deadline:
-                result.more = True
-                break
-        result.bytes_read = end - start
-
-    def _read_document(
-        self, source: Source, f: ByteFile, ctx: FileContext, cursor: FileCursor, result: FileResult
-    ) -> None:
-        """A whole-file source: re-parse it and upsert every record it holds now."""
-        data = _read_up_to(f, MAX_DOCUMENT_BYTES + 1)
-        batch = Batch(cursor)
-        if len(data) > MAX_DOCUMENT_BYTES:
-            batch.malformed.append((0, f"document larger than {MAX_DOCUMENT_BYTES} bytes"))
-        else:
-            try:
-                records = source.parse_document(data, ctx)
-            except Malformed as bad:
-                batch.malformed.append((0, bad.reason))
-                records = []
-            mode, table = self.settings.cost_mode, self.prices
-            batch.records = [price_record(rec, source, table, mode) for rec in records]
-            batch.malformed.extend(ctx.malformed)
-        self._commit(source, batch, ctx, len(data), len(data), result)
-        result.bytes_read = len(data)
-
-    def _read_database(
-        self,
-        source: Source,
-        root: Path | None,
-        path: Path,
-        cursor: FileCursor,
-        st: os.stat_result,
-        result: FileResult,
-    ) -> None:
-        """An SQLite source: ask the adapter what changed since its watermark."""
-        ctx = FileContext(path, root, dict(cursor.state) or source.new_state())
-        records = source.read_database(path, ctx)
-        if records is None:
-            result.unchanged = True
-            return
-        cursor.dev, cursor.ino, cursor.mtime_ns = st.st_dev, st.st_ino, st.st_mtime_ns
-        mode, table = self.settings.cost_mode, self.prices
-        batch = Batch(cursor, [price_record(rec, source, table, mode) for rec in records])
-        batch.malformed.extend(ctx.malformed)
-        self._commit(source, batch, ctx, st.st_size, st.st_size, result)
-
-    def _commit(
-        self,
-        source: Source,
-        batch: Batch,
-        ctx: FileContext,
-        end: int,
-        size: int,
-        result: FileResult,
-    ) -> Batch:
-        cursor = batch.cursor
-        cursor.offset, cursor.size, cursor.state = end, size, dict(ctx.state)
-        with _ledger_write():
-            inserted, replaced = self.ledger.commit(source, batch)
-        result.inserted += len(inserted)
-        result.replaced += len(replaced)
-        if self.on_commit is not None and (inserted or replaced):
-            hook, name = self.on_commit, source.name
-            # Inside a catch-up's bulk transaction: announce only once it is committed.
-            self.ledger.after_commit(lambda: hook(name, inserted, replaced))
-        result.malformed += len(batch.malformed)
-        if batch.malformed:
-            log.info(
-                "ingest.malformed_lines",
-                path=str(ctx.path),
-                source=source.name,
-                count=len(batch.malformed),
-                first_offset=batch.malformed[0][0],
-                reason=batch.malformed[0][1],
-            )
-        return Batch(cursor)
-
-
-@contextlib.contextmanager
-def _ledger_write() -> Iterator[None]:
-    """A write to the ledger: its SQLite errors are the store's (disk full, corrupt...), not
-    the source file's, so they leave the ingest boundary as :class:`StoreFault`."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreFault(exc) from exc
-
-
-def _read_up_to(f: ByteFile, limit: int) -> bytes:
-    """At most ``limit`` bytes, to the end of the file (a read may return less than asked)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < limit and (part := f.read(limit - got)):
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
 
 
 def _survey(source: Source, root: Path) -> list[tuple[Path, os.stat_result | None]]:

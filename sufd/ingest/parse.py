@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sufd.ingest.reader import ByteFile, read_runs
+from sufd.ingest.runs import ByteFile, read_runs
 from sufd.prices.table import PriceTable
 from sufd.sources import Malformed, Record, Source
 from sufd.sources.base import FileContext

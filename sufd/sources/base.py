@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from sufd.prices.table import ModelPrice, PriceTable, anthropic_cost, openai_cost
+from sufd.prices.costs import cost_at
+from sufd.prices.table import PriceTable
 from sufd.records import Kind, Pricing, Record
 from sufd.settings import Settings
 
@@ -47,7 +48,6 @@ __all__ = [
     "Pricing",
     "Record",
     "Source",
-    "cost_at",
     "database_signature",
     "looks_like_object",
     "parse_timestamp_ms",
@@ -244,28 +244,6 @@ def parse_timestamp_ms(value: object) -> int | None:
 _MIN_YEAR, _MAX_YEAR = 1970, 2099
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-
-def cost_at(price: ModelPrice, rec: Record) -> float:
-    """A record's cost at ``price``: ccusage's Anthropic-shaped formula (``pricing="anthropic"``)
-    or its OpenAI formula (``pricing="openai"``); ``extra_output`` is priced as output."""
-    if rec.pricing == "anthropic":
-        return anthropic_cost(
-            price,
-            input=rec.input,
-            output=rec.output + rec.extra_output,
-            cache_write_5m=rec.cache_write_5m,
-            cache_write_1h=rec.cache_write_1h,
-            cache_read=rec.cache_read,
-            fast=rec.fast,
-        )
-    return openai_cost(
-        price,
-        input=rec.input + rec.cache_read,
-        cached=rec.cache_read,
-        output=rec.output + rec.extra_output,
-        fast=rec.fast,
-    )
 
 
 def database_signature(path: Path) -> tuple[list[Any], bool]:

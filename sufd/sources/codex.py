@@ -32,10 +32,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "total": ("total_tokens",),
 }
 FALLBACK_MODEL = "gpt-5"
-# ccusage maps the internal reviewer model to what served it from a date on. Only the newest
-# cut-over is documented (formats.md §3.3); earlier reviewer events keep their own name and
-# are reported unpriced rather than guessed.
+# The markers of the lines parse_line reads (see Source.markers).
 _TURN, _COUNT, _META = b'"turn_context"', b'"token_count"', b'"session_meta"'
+# ccusage maps the internal reviewer model ``codex-auto-review`` to what served it from a date
+# on. formats.md §3.3 gives the date of the newest cut-over only; earlier reviewer events
+# keep their own name and are reported unpriced rather than guessed.
 _AUTO_REVIEW = (("2026-04-23", "gpt-5.5"),)
 # Larger counts are damage, not usage: they would overflow SQLite's 64-bit integers in the
 # ledger (or its sums) and fail the whole file.

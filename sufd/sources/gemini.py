@@ -36,12 +36,8 @@ Rules, as ccusage 20.0.24 applies them (``adapter/gemini/parser.rs``, checked by
 * Pricing (:meth:`GeminiCli.cost`): model candidates ``google/M``, ``gemini/M``,
   ``vertex_ai/M``, ``openrouter/google/M``, ``M``, first one with a price wins. ccusage's
   embedded LiteLLM table has no Gemini keys, so these resolve in its embedded models.dev
-  snapshot; :data:`MODELS_DEV` is the Gemini part of that snapshot as ccusage 20.0.24 loads
-  it (``tests/gen_gemini_opencode.py`` re-derives it from the binary and a test compares).
-  models.dev long-context tiers switch the **whole request** to the tier rates once input +
-  cache reads exceed the tier size (e.g. gemini-2.5-pro above 200k). Note that
-  ``google/gemini-3-flash`` (0.4/2.4) differs from ``gemini-3-flash`` (0.5/3.0): the prefix
-  order matters.
+  snapshot. The candidates, the lookup and the snapshot are in :mod:`sufd.prices.lookup` and
+  :mod:`sufd.prices.models_dev`.
 
 Roots: ccusage's ``GEMINI_DATA_DIR`` (comma-separated, each used as is) when set, and then
 only those; else ``$GEMINI_CLI_HOME/.gemini/tmp`` (Gemini CLI's own override; ccusage ignores
@@ -52,28 +48,26 @@ or slug); session = ``sessionId``, else the file stem.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from sufd.prices.table import ModelPrice, PriceTable
+from sufd.prices.costs import cost_at
+from sufd.prices.lookup import find_price, gemini_candidates
+from sufd.prices.table import PriceTable
 from sufd.settings import Settings
 from sufd.sources.base import (
     FileContext,
     Malformed,
     Record,
     Source,
-    cost_at,
     parse_timestamp_ms,
 )
 
-__all__ = ["MODELS_DEV", "PREFIXES", "GeminiCli", "find_price", "models_dev_price"]
+__all__ = ["GeminiCli"]
 
-PREFIXES = ("google", "gemini", "vertex_ai", "openrouter/google")
-_SUFD_ONLY_KEY = re.compile(r"^gemini[-/]")
 _INPUT = ("input", "prompt", "input_tokens", "prompt_tokens")
 _OUTPUT = ("output", "candidates", "output_tokens", "candidates_tokens")
 _CACHED = ("cached", "cached_tokens")
@@ -82,189 +76,6 @@ _TOOL = ("tool", "tool_tokens")
 # A larger count is damage, not usage: it would overflow SQLite's 64-bit integers in the
 # ledger (or its sums) and fail the whole file. It is read as "not a number".
 _MAX_TOKENS = 2**40
-
-Tier = tuple[int, float | None, float | None, float | None, float | None]
-# models.dev id → (input, output, cache_read, cache_write, (tier size, input, output,
-# cache_read, cache_write) | None, exact_only), USD per Mtok, as ccusage 20.0.24 embeds them.
-MODELS_DEV: dict[str, tuple[float, float, float | None, float | None, Tier | None, bool]] = {
-    "databricks-gemini-2-5-flash": (0.3, 2.5, 0.03, None, None, False),
-    "databricks-gemini-2-5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
-    "databricks-gemini-3-1-flash-lite": (0.25, 1.5, 0.025, None, None, False),
-    "databricks-gemini-3-1-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "databricks-gemini-3-flash": (0.5, 3, 0.05, None, None, False),
-    "databricks-gemini-3-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "gemini-2.0-flash-lite": (0.075, 0.3, None, None, None, True),
-    "gemini-2.0-pro-exp-02-05": (1.989, 7.956, 0.49725, None, None, False),
-    "gemini-2.0-pro-reasoner": (1.292, 4.998, 0.323, None, None, False),
-    "gemini-2.5-computer-use-preview-10-2025": (
-        1.25,
-        10,
-        None,
-        None,
-        (200000, 2.5, 15, None, None),
-        False,
-    ),
-    "gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
-    "gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, True),
-    "gemini-2.5-flash-lite-preview-06-17": (0.15, 0.6, 0.015, None, None, True),
-    "gemini-2.5-flash-lite-preview-09-2025": (0.1, 0.4, 0.01, None, None, True),
-    "gemini-2.5-flash-lite-preview-09-2025-thinking": (0.1, 0.4, 0.01, None, None, True),
-    "gemini-2.5-flash-lite@eu": (0.1, 0.4, 0.01, 0.18333, None, True),
-    "gemini-2.5-flash-nothink": (0.3, 2.5, None, None, None, True),
-    "gemini-2.5-flash-nothinking": (0.3, 2.5, 0.03, None, None, True),
-    "gemini-2.5-flash-preview-04-17": (0.15, 0.6, 0.015, None, None, True),
-    "gemini-2.5-flash-preview-04-17:thinking": (0.15, 3.5, 0.015, None, None, True),
-    "gemini-2.5-flash-preview-05-20": (0.15, 0.6, 0.015, None, None, True),
-    "gemini-2.5-flash-preview-05-20:thinking": (0.15, 3.5, 0.015, None, None, True),
-    "gemini-2.5-flash-preview-09-2025": (0.3, 2.5, 0.03, None, None, True),
-    "gemini-2.5-flash-preview-09-2025-thinking": (0.3, 2.5, 0.03, None, None, True),
-    "gemini-2.5-flash@eu": (0.3, 2.5, 0.075, 0.55, None, True),
-    "gemini-2.5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
-    "gemini-2.5-pro-exp-03-25": (2.5, 10, 0.25, None, None, True),
-    "gemini-2.5-pro-preview-03-25": (2.5, 10, 0.25, None, None, True),
-    "gemini-2.5-pro-preview-05-06": (2.5, 10, 0.25, None, None, True),
-    "gemini-2.5-pro-preview-06-05": (2.5, 10, 0.25, None, None, True),
-    "gemini-2.5-pro@eu": (1.25, 10, 0.31, 2.375, (200000, 2.5, 15, 0.62, 4.75), True),
-    "gemini-3-1-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "gemini-3-flash": (0.5, 3, 0.05, 0.083333, None, False),
-    "gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
-    "gemini-3-pro": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "gemini-3-pro-preview": (2, 12, 0.19999999999999998, None, None, False),
-    "gemini-3.1-flash-lite": (0.25, 1.5, 0.025, None, None, False),
-    "gemini-3.1-flash-lite-preview": (0.25, 1.5, 0.025, None, None, True),
-    "gemini-3.1-flash-lite@eu": (0.275, 1.65, 0.0275, 0.091663, None, True),
-    "gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "gemini-3.1-pro-preview-customtools": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), True),
-    "gemini-3.5-flash": (1.5, 9, 0.15, None, None, False),
-    "gemini-3.5-flash-lite": (0.3, 2.5, 0.03, None, None, True),
-    "gemini-3.5-flash-lite@eu": (0.33, 2.75, 0.033, None, None, True),
-    "gemini-3.5-flash-thinking": (1.5, 9, None, None, None, True),
-    "gemini-3.5-flash@eu": (1.65, 9.9, 0.165, 1.7413, None, True),
-    "gemini-3.6-flash": (0.75, 3.75, 0.075, None, None, False),
-    "gemini-3.7-flash": (0.75, 3.75, 0.075, None, None, False),
-    "gemini-3.7-flash@eu": (0.825, 4.125, 0.0825, None, None, True),
-    "gemini-3.8-flash": (0.75, 3.75, 0.075, None, None, False),
-    "gemini-3.8-flash@eu": (0.825, 4.125, 0.0825, None, None, True),
-    "gemini-embedding-001": (0.15, 0, None, None, None, False),
-    "gemini-embedding-2": (0.2, 0, None, None, None, False),
-    "gemini-exp-1206": (1.258, 4.998, 0.629, None, None, False),
-    "gemini-flash-latest": (0.75, 3.75, 0.075, None, None, True),
-    "gemini-flash-lite-latest": (0.3, 2.5, 0.03, None, None, True),
-    "gemini-pro-latest": (2, 12, 0.2, None, None, True),
-    "gemini/gemini-2.5-flash": (0.3, 2.5, 0.03, 0.3, None, False),
-    "gemini/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, 0.1, None, False),
-    "gemini/gemini-2.5-pro": (1.25, 10, 0.125, 1.25, (200000, 2.5, 15, 0.25, 2.5), False),
-    "gemini/gemini-3-flash-preview": (0.5, 3, 0.05, 0.5, None, False),
-    "gemini/gemini-3.1-pro-preview": (2, 12, 0.2, 2, (200000, 4, 18, 0.4, 4), False),
-    "gemini/gemini-3.5-flash": (1.5, 9, 0.15, 1.5, None, False),
-    "gemini/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.3, None, False),
-    "gemini/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.75, None, False),
-    "gemini/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.75, None, False),
-    "gemini/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.75, None, False),
-    "google-ai-studio/gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
-    "google-ai-studio/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, False),
-    "google-ai-studio/gemini-2.5-pro": (
-        1.25,
-        10,
-        0.125,
-        None,
-        (200000, 2.5, 15, 0.25, None),
-        False,
-    ),
-    "google-ai-studio/gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
-    "google-ai-studio/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.08333, None, False),
-    "google-ai-studio/gemini-3.1-pro-preview": (
-        2,
-        12,
-        0.2,
-        None,
-        (200000, 4, 18, 0.4, None),
-        False,
-    ),
-    "google-ai-studio/gemini-3.5-flash": (1.5, 9, 0.15, 0.08333, None, False),
-    "google-ai-studio/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.08333, None, False),
-    "google-ai-studio/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google-ai-studio/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google-ai-studio/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google-ai-studio/gemini-pro-latest": (2, 12, 0.2, None, None, True),
-    "google-vertex/gemini-2.5-flash": (0.3, 2.5, 0.03, None, None, False),
-    "google-vertex/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, None, None, False),
-    "google-vertex/gemini-2.5-pro": (1.25, 10, 0.125, None, (200000, 2.5, 15, 0.25, None), False),
-    "google-vertex/gemini-3-flash-preview": (0.5, 3, 0.05, None, None, False),
-    "google-vertex/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.08333, None, False),
-    "google-vertex/gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "google-vertex/gemini-3.5-flash": (1.5, 9, 0.15, 0.08333, None, False),
-    "google-vertex/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.08333, None, False),
-    "google-vertex/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google-vertex/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google-vertex/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.08333, None, False),
-    "google/gemini-2.0-flash": (0.1, 0.42, None, None, None, False),
-    "google/gemini-2.0-flash-lite": (0.052, 0.21, None, None, None, False),
-    "google/gemini-2.5-computer-use-preview-10-2025": (1.25, 10, None, None, None, False),
-    "google/gemini-2.5-flash": (0.3, 2.5, 0.03, 0.083333, None, False),
-    "google/gemini-2.5-flash-lite": (0.1, 0.4, 0.01, 0.083333, None, False),
-    "google/gemini-2.5-pro": (1.25, 10, 0.125, 0.375, (200000, 2.5, 15, 0.25, None), False),
-    "google/gemini-2.5-pro-preview": (1.25, 10, 0.125, 0.375, (200000, 2.5, 15, 0.25, None), False),
-    "google/gemini-3-flash": (0.4, 2.4, 0.04, None, None, False),
-    "google/gemini-3-flash-preview": (0.5, 3, 0.05, None, (200000, 0.5, 3, 0.05, None), False),
-    "google/gemini-3-flash-preview-thinking": (0.5, 3, 0.05, None, None, False),
-    "google/gemini-3-pro": (1.6, 9.6, 0.16, None, None, False),
-    "google/gemini-3-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "google/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.083333, None, False),
-    "google/gemini-3.1-flash-lite-preview": (0.25, 1.5, 0.025, 0.083333, None, False),
-    "google/gemini-3.1-pro": (2, 12, 0.2, None, None, False),
-    "google/gemini-3.1-pro-preview": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), False),
-    "google/gemini-3.1-pro-preview-customtools": (
-        2,
-        12,
-        0.2,
-        0.375,
-        (200000, 4, 18, 0.4, None),
-        False,
-    ),
-    "google/gemini-3.1-pro-preview-high": (2, 12, 0.2, 0.375, None, False),
-    "google/gemini-3.1-pro-preview-low": (2, 12, 0.2, 0.375, None, False),
-    "google/gemini-3.5-flash": (1.5, 9, 0.15, 0.083333, None, False),
-    "google/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.083333, None, False),
-    "google/gemini-3.5-flash-thinking": (1.5, 9, 0.15, 0.083333, None, False),
-    "google/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "google/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "google/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "google/gemini-deep-research": (1.6, 9.6, None, None, None, True),
-    "google/gemini-embedding-001": (0.15, 0, None, None, None, False),
-    "google/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
-    "google/gemini-flash-lite-latest": (0.3, 2.5, 0.03, 0.08333, None, True),
-    "google/gemini-omni-flash-preview": (1.5, 9, None, None, None, True),
-    "google/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), True),
-    "google/gemini-robotics-er-1.6-preview": (1, 5, None, None, None, False),
-    "quartz/gemini-3.1-pro-preview": (2, 12, 0.2, None, (200000, 4, 18, 0.4, None), False),
-    "vertex/gemini-3-flash-preview": (0.5, 3, 0.05, 0.083333, None, False),
-    "vertex/gemini-3.1-flash-lite": (0.25, 1.5, 0.025, 0.083333, None, False),
-    "vertex/gemini-3.1-flash-lite@eu": (0.25, 1.5, 0.025, 0.083333, None, False),
-    "vertex/gemini-3.1-flash-lite@us": (0.25, 1.5, 0.025, 0.083333, None, False),
-    "vertex/gemini-3.1-pro-preview": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, 0.25), False),
-    "vertex/gemini-3.5-flash": (1.5, 9, 0.15, 0.083333, None, False),
-    "vertex/gemini-3.5-flash-lite": (0.3, 2.5, 0.03, 0.083333, None, False),
-    "vertex/gemini-3.5-flash-lite@eu": (0.3, 2.5, 0.03, 0.083333, None, False),
-    "vertex/gemini-3.5-flash-lite@us": (0.3, 2.5, 0.03, 0.083333, None, False),
-    "vertex/gemini-3.5-flash@eu": (1.5, 9, 0.15, 0.083333, None, False),
-    "vertex/gemini-3.5-flash@us": (1.5, 9, 0.15, 0.083333, None, False),
-    "vertex/gemini-3.6-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.6-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.6-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.7-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.7-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.7-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.8-flash": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.8-flash@eu": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-3.8-flash@us": (0.75, 3.75, 0.075, 0.041667, None, False),
-    "vertex/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
-    "vertex/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, 0.25), True),
-    "vertexai/gemini-3.7-flash": (0.75, 3.75, 0.075, None, None, False),
-    "vertexai/gemini-3.7-flash-eu": (0.75, 3.75, 0.075, None, None, False),
-    "~google/gemini-flash-latest": (0.75, 3.75, 0.075, 0.041667, None, True),
-    "~google/gemini-pro-latest": (2, 12, 0.2, 0.375, (200000, 4, 18, 0.4, None), True),
-}
 
 
 class GeminiCli(Source):
@@ -307,89 +118,6 @@ class GeminiCli(Source):
             if price is not None:
                 return cost_at(price, rec)  # Gemini records are never 'fast'
         return None
-
-
-def gemini_candidates(model: str) -> list[str]:
-    """``google/M``, ``gemini/M``, ``vertex_ai/M``, ``openrouter/google/M``, ``M`` (deduped)."""
-    return list(dict.fromkeys([*(f"{p}/{model}" for p in PREFIXES), model]))
-
-
-# -- ccusage's price lookup: embedded LiteLLM table, then the embedded models.dev snapshot ---
-
-
-def find_price(name: str, prices: PriceTable) -> ModelPrice | None:
-    """The price ccusage 20.0.24 ``--offline`` finds for ``name``, or ``None``.
-
-    1. sufd's table, standing in for ccusage's embedded LiteLLM table + built-ins. sufd's
-       table also carries LiteLLM's ``gemini-*`` / ``gemini/*`` keys, which ccusage does not
-       embed; a hit on one of those counts here only when it is a user price override.
-    2. :data:`MODELS_DEV`, ccusage's fallback (exact, exact-only ids, then fuzzy).
-    3. Not in ccusage: the sufd table's own Gemini key, rather than leaving a model unpriced
-       that models.dev lists under a non-Gemini name sufd does not carry.
-    """
-    key = prices.resolve(name)
-    primary = prices.lookup(name) if key is not None else None
-    if key is not None and (not _SUFD_ONLY_KEY.match(key) or _overridden(name, prices)):
-        return primary
-    found = models_dev_price(name)
-    return found if found is not None else primary
-
-
-def _overridden(name: str, prices: PriceTable) -> bool:
-    bundled = PriceTable.bundled()
-    return prices is not bundled and prices.lookup(name) != bundled.lookup(name)
-
-
-def models_dev_price(name: str) -> ModelPrice | None:
-    """ccusage's ``find_entry`` over the embedded models.dev snapshot (Gemini ids)."""
-    table, exact_only, spellings = _models_dev()
-    if (price := table.lookup(name)) is not None and table.resolve(name) == name:
-        return price
-    spelled = spellings.get(_spelling(name))
-    if spelled is not None:
-        return exact_only.get(spelled) if spelled else None
-    if name in exact_only:
-        return exact_only[name]
-    return table.lookup(name)
-
-
-_MD_CACHE: list[tuple[PriceTable, dict[str, ModelPrice], dict[str, str]]] = []
-
-
-def _models_dev() -> tuple[PriceTable, dict[str, ModelPrice], dict[str, str]]:
-    """(fuzzy table of the ordinary ids, exact-only ids, spelling → exact-only id or "")."""
-    if _MD_CACHE:
-        return _MD_CACHE[0]
-    fields = {k: _md_fields(v) for k, v in MODELS_DEV.items()}
-    ordinary = {k: f for k, f in fields.items() if not MODELS_DEV[k][5]}
-    special = PriceTable.from_mapping({k: f for k, f in fields.items() if MODELS_DEV[k][5]}, "md")
-    exact_only = {k: p for k in MODELS_DEV if (p := special.lookup(k)) is not None}
-    spellings: dict[str, str] = {}
-    for k in exact_only:
-        s = _spelling(k)
-        spellings[s] = "" if s in spellings and spellings[s] != k else k
-    _MD_CACHE.append((PriceTable.from_mapping(ordinary, "models.dev"), exact_only, spellings))
-    return _MD_CACHE[0]
-
-
-def _spelling(name: str) -> str:
-    return name.replace(".", "-").replace("@", "-")
-
-
-def _md_fields(entry: tuple[Any, ...]) -> dict[str, float]:
-    inp, out, cache_read, cache_write, tier, _ = entry
-    fields: dict[str, float] = {"input": inp / 1_000_000.0, "output": out / 1_000_000.0}
-    if cache_read is not None:
-        fields["cache_read"] = cache_read / 1_000_000.0
-    if cache_write is not None:
-        fields["cache_write"] = cache_write / 1_000_000.0
-    if tier is not None:
-        fields["long_context_threshold"] = tier[0]
-        classes = ("input", "output", "cache_read", "cache_write")
-        for name, value in zip(classes, tier[1:], strict=True):
-            if value is not None:
-                fields[f"{name}_above_200k"] = value / 1_000_000.0
-    return fields
 
 
 # -- parsing -------------------------------------------------------------------------------

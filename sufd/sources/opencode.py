@@ -50,7 +50,7 @@ Pricing (:meth:`OpenCode.cost`): candidates ``M`` (``gemini-3-pro-high`` →
 ``gemini-3-pro-preview``, ``k2p6`` → ``kimi-k2.6``), ``claude-sonnet-4.5`` / ``claude-sonnet-45``
 → ``claude-sonnet-4-5``, then each with ``<provider>/`` (``-`` → ``_``); the first candidate
 whose cost is > 0 wins, looked up like ccusage (sufd's table, then the Gemini part of the
-models.dev snapshot, :func:`sufd.sources.gemini.find_price`). Models ccusage prices only from
+models.dev snapshot: :mod:`sufd.prices.lookup`). Models ccusage prices only from
 models.dev under non-Gemini ids (kimi, qwen, deepseek, …) are unpriced in sufd.
 
 Project = ``path.cwd`` (else ``path.root``, else a string ``path``, else the agent name);
@@ -73,7 +73,9 @@ from urllib.parse import quote
 import orjson
 
 from sufd.errors import SourceBusy, SourceError
-from sufd.prices.table import PriceTable, anthropic_cost
+from sufd.prices.costs import cost_at
+from sufd.prices.lookup import find_price, opencode_candidates
+from sufd.prices.table import PriceTable
 from sufd.settings import Settings
 from sufd.sources.base import (
     FileContext,
@@ -83,9 +85,8 @@ from sufd.sources.base import (
     database_signature,
     symlinked_below,
 )
-from sufd.sources.gemini import find_price
 
-__all__ = ["PENDING_MAX_AGE_MS", "SWEEP_EVERY_S", "KiloCli", "OpenCode", "candidates"]
+__all__ = ["PENDING_MAX_AGE_MS", "SWEEP_EVERY_S", "KiloCli", "OpenCode"]
 
 SWEEP_EVERY_S = 300.0
 PENDING_MAX_AGE_MS = 3 * 86_400_000
@@ -93,8 +94,6 @@ PENDING_MAX = 2000
 CHUNK_ROWS = 512
 BUSY_TIMEOUT_S = 0.05
 _CHANNEL_DB = re.compile(r"opencode-[A-Za-z0-9_-]*\.db")
-_ALIASES = {"gemini-3-pro-high": "gemini-3-pro-preview", "k2p6": "kimi-k2.6"}
-_CLAUDE_FAMILIES = ("claude-haiku-", "claude-opus-", "claude-sonnet-")
 _SEP = "\x1f"
 # Larger values are damage, not usage: they would overflow SQLite's 64-bit integers (or
 # make the ledger's sums infinite) and fail the whole file. They count as invalid.
@@ -345,20 +344,12 @@ class OpenCode(Source):
         if model is None:
             return None
         found = False
-        for candidate in candidates(model, provider):
+        for candidate in opencode_candidates(model, provider):
             price = find_price(candidate, prices)
             if price is None:
                 continue
             found = True
-            cost = anthropic_cost(
-                price,
-                input=rec.input,
-                output=rec.output + rec.extra_output,
-                cache_write_5m=rec.cache_write_5m,
-                cache_write_1h=0,
-                cache_read=rec.cache_read,
-                fast=False,
-            )
+            cost = cost_at(price, rec)  # no 1-hour cache writes, never 'fast': see record()
             if cost > 0:
                 return cost
         return 0.0 if found else None
@@ -397,30 +388,6 @@ class KiloCli(OpenCode):
         if cost < 0:
             raise Malformed("cost is negative")
         return float(cost) if cost <= _MAX_COST else None
-
-
-def candidates(model: str, provider: str | None) -> list[str]:
-    """ccusage's OpenCode price candidates for ``model`` served by ``provider``."""
-    resolved = _ALIASES.get(model, model)
-    base = list(dict.fromkeys([resolved, _normalise_claude(resolved)]))
-    out = list(base)
-    if provider and provider != "unknown":
-        p = provider.replace("-", "_")
-        out += [f"{p}/{m}" for m in base]
-    return list(dict.fromkeys(out))
-
-
-def _normalise_claude(model: str) -> str:
-    for family in _CLAUDE_FAMILIES:
-        if not model.startswith(family):
-            continue
-        rest = model[len(family) :]
-        major, dot, minor = rest.partition(".")
-        if dot and major.isascii() and major.isdigit() and minor[:1].isdigit():
-            return f"{family}{major}-{minor}"
-        if len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
-            return f"{family}{rest[0]}-{rest[1:]}"
-    return model
 
 
 def _price_model(provider: str | None, model: str) -> str:

@@ -128,7 +128,7 @@ class IoGuard:
 class GuardedFile:
     """A read-only file whose every system call goes through an :class:`IoGuard`.
 
-    Enough of ``BinaryIO`` for :func:`sufd.ingest.reader.read_runs`: ``seek``, ``read`` (which may
+    Enough of ``BinaryIO`` for :func:`sufd.ingest.runs.read_runs`: ``seek``, ``read`` (which may
     return fewer bytes than asked, as a raw file may) and ``fileno``. Plain ``pread`` on a
     descriptor, not a buffered file: a buffered file's lock would make ``close`` wait for a
     read stuck on another thread. A descriptor whose call stalled is closed once it returns.

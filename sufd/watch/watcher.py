@@ -10,6 +10,10 @@ for), ``failed`` (it cannot be watched, e.g. not readable: retried every 5 s, th
 or ``paused``. A root that is deleted and created again is detected by its identity
 (device, inode) on every heartbeat and watched anew, since the OS watch silently dies with
 the old directory.
+
+Watchers report changes as they come: they do not debounce. The daemon does, in one place
+(it waits while the changed files keep changing, up to ``watch.debounce_ms``), for both
+backends alike.
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ class RootWatcher:
         on_change: Callable[[str, set[Path]], None],
         *,
         owns: Callable[[Path], bool],
-        debounce_ms: int,
         step_ms: int = 50,
         force_polling: bool = False,
         on_appeared: Callable[[str, Path], None] | None = None,
@@ -74,7 +77,6 @@ class RootWatcher:
         self._on_change = on_change
         self._on_appeared = on_appeared
         self._owns = owns
-        self._debounce = debounce_ms
         self._step = step_ms
         self._force_polling = force_polling
         self._paused = asyncio.Event()
@@ -233,7 +235,10 @@ class RootWatcher:
             async for changes in awatch(
                 self.root,
                 watch_filter=self._filter,
-                debounce=self._debounce,
+                # watchfiles hands a batch over after one quiet step; its debounce caps how
+                # long a batch may keep growing. Set to the step, the batch comes within two
+                # steps of its first change: the daemon, not the watcher, folds bursts.
+                debounce=self._step,
                 step=self._step,
                 stop_event=flag,
                 rust_timeout=HEARTBEAT_MS,
