@@ -31,7 +31,7 @@ class FileCursor:
 
     ``tail`` (line files): a fingerprint of the bytes just before ``offset`` as they were
     read, to tell a file rewritten in place from one appended to (see
-    ``sufd.ingest.ingestor.TAIL_BYTES``); ``None`` when not known.
+    ``sufd.ingest.parse.TAIL_BYTES``); ``None`` when not known.
     """
 
     file_id: int
