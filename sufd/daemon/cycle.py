@@ -30,6 +30,8 @@ log = get_logger(__name__)
 
 SETTLE_S = 0.03
 TAIL_QUEUE = 2000
+# A tail client that keeps reading may fall this far behind during a burst, no further.
+TAIL_QUEUE_MAX = 20_000
 # A source database found locked is read again after this long, doubling up to the maximum:
 # the lock may end without a write, and then no change notice comes.
 BUSY_RETRY_S = 0.1
@@ -95,6 +97,8 @@ class IngestCycles:
         self.totals = {"events": 0, "replaced": 0, "malformed": 0, "errors": 0}
         self.last_event_ms: dict[str, int] = {}
         self.tails: set[Client] = set()
+        # Each tail client's queue length right after the last publish (see _publish).
+        self._tail_marks: dict[Client, int] = {}
         # ``sufd ingest`` clients waiting for the next full scan, and those it is serving.
         self.catchup_waiting: list[Client] = []
         self._catchup_serving: list[Client] = []
@@ -341,13 +345,23 @@ class IngestCycles:
                 items += [_event_json(source, pr, False, now) for pr in inserted]
                 items += [_event_json(source, pr, True, now) for pr in replaced]
         for q in list(self.tails):
-            if q.qsize() >= TAIL_QUEUE:  # still that far behind from earlier commits
+            # Still that far behind from earlier commits, and either it read nothing since the
+            # last publish (stalled) or it is so far behind that holding more costs too much
+            # memory. A reader that keeps reading is not dropped for a burst bigger than
+            # TAIL_QUEUE (a catch-up commits every quarter second on a busy machine).
+            size = q.qsize()
+            stalled = size >= self._tail_marks.get(q, 0)
+            if size >= TAIL_QUEUE and (stalled or size >= TAIL_QUEUE_MAX):
                 self.tails.discard(q)
+                self._tail_marks.pop(q, None)
                 q.put_nowait(None)
                 log.warning("tail.client_too_slow")
                 continue
             for item in items:
                 q.put_nowait(item)
+            self._tail_marks[q] = q.qsize()
+        for gone in set(self._tail_marks) - self.tails:
+            del self._tail_marks[gone]
 
 
 def _put_all(queues: list[Client], item: dict[str, Any] | None) -> None:

@@ -229,6 +229,7 @@ class RootWatcher:
 
     async def _watch(self, stop: asyncio.Event, ident: tuple[int, int]) -> None:
         flag = self._flag = _StopFlag(stop)
+        armed = False
         self.state = "polling" if self._force_polling else "watching"
         self.backend = "poll" if self._force_polling else "native"
         try:
@@ -248,6 +249,14 @@ class RootWatcher:
                 recursive=True,
                 ignore_permission_denied=True,
             ):
+                if not armed:
+                    # watchfiles takes its first snapshot when the watch starts, some time
+                    # after the state above was set: what was written between the daemon's
+                    # last scan and that snapshot is in neither. Once the watch answers, one
+                    # catch-up scan of the root closes that gap.
+                    armed = True
+                    if self._on_appeared is not None:
+                        self._on_appeared(self.source, self.root)
                 root_gone = any(c == Change.deleted and Path(p) == self.root for c, p in changes)
                 # Deleted files too: ingest flags them gone at once (their events stay).
                 paths = {Path(p) for _, p in changes} - {self.root}
