@@ -45,6 +45,8 @@ log = get_logger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 4.0
 HEARTBEAT_S = 1.0
+# Sources with a polled root are scanned this often (see Daemon._reconcile_polled).
+POLLED_RECONCILE_S = 2.0
 WATCH_STEP_MS = 25
 # A change batch reads one file for at most this long before the other changed files get
 # their turn (a transcript grown by gigabytes is read over several cycles).
@@ -90,6 +92,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._watch_stop = asyncio.Event()
         self._last_reconcile = time.monotonic()
+        self._last_polled_reconcile = time.monotonic()
         self._interrupt = threading.Event()
         self.exit_code = 0
         self.log_problem = log_problem
@@ -321,12 +324,26 @@ class Daemon:
                 if time.monotonic() - self._last_reconcile >= interval:
                     self._last_reconcile = time.monotonic()
                     self.cycles.request_full(KNOWN_SOURCES, reason="reconcile")
+                self._reconcile_polled()
                 line = self._status_line()
                 if line != last_status:
                     self.notifier.status(line)
                     last_status = line
             except Exception as exc:  # the heartbeat must survive anything it checks
                 log.error("daemon.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _reconcile_polled(self) -> None:
+        """(heartbeat) Scan the sources of polled roots every :data:`POLLED_RECONCILE_S`.
+
+        watchfiles' poller compares modification times to the second, so a file written
+        twice within one second of its last look is missed until a scan. A scan of unchanged
+        files costs a ``stat`` each, which the poller itself pays every 300 ms.
+        """
+        polled = {w.source for w in self.watchers if w.state == "polling"}
+        now = time.monotonic()
+        if polled and now - self._last_polled_reconcile >= POLLED_RECONCILE_S:
+            self._last_polled_reconcile = now
+            self.cycles.request_full(polled, reason="polled reconcile")
 
     async def _runtime_watch(self) -> None:
         """(heartbeat) Put the runtime dir, the lock and the socket back when a cleaner

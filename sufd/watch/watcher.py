@@ -27,6 +27,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from sufd.logger import get_logger
+from sufd.sources.base import symlinked_below
 from sufd.watch import inotify
 
 __all__ = ["RootWatcher", "until_tick"]
@@ -259,7 +260,8 @@ class RootWatcher:
                         self._on_appeared(self.source, self.root)
                 root_gone = any(c == Change.deleted and Path(p) == self.root for c, p in changes)
                 # Deleted files too: ingest flags them gone at once (their events stay).
-                paths = {Path(p) for _, p in changes} - {self.root}
+                paths = {q for _, p in changes if (q := self._in_root(Path(p))) is not None}
+                paths.discard(self.root)
                 if paths:
                     self.changes_seen += len(paths)
                     self.last_change_at = asyncio.get_running_loop().time()
@@ -288,6 +290,22 @@ class RootWatcher:
             await _sleep_or_stop(stop, 5.0)
         finally:
             self._flag = None
+
+    def _in_root(self, path: Path) -> Path | None:
+        """``path`` as the root's own tree names it, or ``None`` if it is outside the root.
+
+        watchfiles follows directory symlinks below the root and may report a change to a
+        file only under the symlink's path; ingest takes no path through a symlinked
+        directory (the scan does not enter one), so such a path is named by its real one
+        when that lies in the root.
+        """
+        if not symlinked_below(self.root, path.parent):
+            return path
+        real, top = os.path.realpath(path), os.path.realpath(self.root)
+        if not real.startswith(top + os.sep):
+            return None
+        inside = self.root / os.path.relpath(real, top)
+        return None if symlinked_below(self.root, inside.parent) else inside
 
     def _filter(self, change: Change, path: str) -> bool:
         # The root's own deletion is let through: a root recreated at once often gets the
