@@ -353,7 +353,9 @@ def _sources(res: _Resolver) -> dict[str, SourceSettings]:
     return out
 
 
-_PRICE_KEYS = {
+# The fields of a model's price, in USD per million tokens (and the fast-mode factor):
+# the keys of ``[prices.overrides]`` and of the bundled price table alike.
+PRICE_FIELDS = (
     "input",
     "output",
     "cache_write",
@@ -363,7 +365,7 @@ _PRICE_KEYS = {
     "cache_write_above_200k",
     "cache_read_above_200k",
     "fast_multiplier",
-}
+)
 
 
 def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
@@ -375,10 +377,10 @@ def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
             raise ConfigError(f"{path}: prices.overrides.{model!r} must be a table")
         clean: dict[str, float] = {}
         for key, value in entry.items():
-            if key not in _PRICE_KEYS:
+            if key not in PRICE_FIELDS:
                 raise ConfigError(
                     f"{path}: prices.overrides.{model!r}.{key} is not a price key"
-                    f" (one of {', '.join(sorted(_PRICE_KEYS))})"
+                    f" (one of {', '.join(sorted(PRICE_FIELDS))})"
                 )
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(
