@@ -19,9 +19,11 @@ __all__ = [
     "APP_NAME",
     "COST_MODES",
     "KNOWN_SOURCES",
+    "PRICE_FIELDS",
     "Paths",
     "Settings",
     "SourceSettings",
+    "check_price_field",
     "default_config_path",
     "load",
     "local_zone",
@@ -368,6 +370,15 @@ PRICE_FIELDS = (
 )
 
 
+def check_price_field(name: str, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is one of :data:`PRICE_FIELDS`.
+
+    ``where`` names the offending key for the message.
+    """
+    if name not in PRICE_FIELDS:
+        raise ConfigError(f"{where} is not a price key (one of {', '.join(sorted(PRICE_FIELDS))})")
+
+
 def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
     if not isinstance(tbl, dict):
         raise ConfigError(f"{path}: [prices.overrides] must be a table of models")
@@ -377,11 +388,7 @@ def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
             raise ConfigError(f"{path}: prices.overrides.{model!r} must be a table")
         clean: dict[str, float] = {}
         for key, value in entry.items():
-            if key not in PRICE_FIELDS:
-                raise ConfigError(
-                    f"{path}: prices.overrides.{model!r}.{key} is not a price key"
-                    f" (one of {', '.join(sorted(PRICE_FIELDS))})"
-                )
+            check_price_field(key, f"{path}: prices.overrides.{model!r}.{key}")
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(
                     f"{path}: prices.overrides.{model!r}.{key} must be a number >= 0"

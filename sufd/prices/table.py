@@ -21,7 +21,7 @@ from decimal import Decimal
 from importlib import resources
 
 from sufd.errors import ConfigError
-from sufd.settings import PRICE_FIELDS
+from sufd.settings import PRICE_FIELDS, check_price_field
 
 # Anthropic's long-context boundary; ccusage applies it to each token class on its own.
 _TIER_TOKENS = 200_000
@@ -403,11 +403,7 @@ def _price_from_fields(model: str, fields: Mapping[str, float | str]) -> ModelPr
 def _override_fields(model: str, fields: Mapping[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in fields.items():
-        if name not in PRICE_FIELDS:
-            raise ConfigError(
-                f"price override for {model!r}: unknown field {name!r}"
-                f" (one of {', '.join(PRICE_FIELDS)})"
-            )
+        check_price_field(name, f"price override for {model!r}: {name!r}")
         try:
             number = _number(f"price override {model!r}.{name}", value)
         except ValueError as exc:
