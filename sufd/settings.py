@@ -4,6 +4,7 @@ Nothing else in sufd reads ``os.environ`` or the config file. :func:`load` snaps
 environment once and returns a frozen :class:`Settings` that is passed down explicitly.
 """
 
+# Over 500 lines: every config key, its default, env override and check resolve in this one place.
 from __future__ import annotations
 
 import os
@@ -355,8 +356,7 @@ def _sources(res: _Resolver) -> dict[str, SourceSettings]:
     return out
 
 
-# The fields of a model's price, in USD per million tokens (and the fast-mode factor):
-# the keys of ``[prices.overrides]`` and of the bundled price table alike.
+# A model's price fields: the keys of ``[prices.overrides]`` and of the bundled price table.
 PRICE_FIELDS = (
     "input",
     "output",
@@ -371,10 +371,7 @@ PRICE_FIELDS = (
 
 
 def check_price_field(name: str, where: str) -> None:
-    """Raise :class:`ConfigError` unless ``name`` is one of :data:`PRICE_FIELDS`.
-
-    ``where`` names the offending key for the message.
-    """
+    """Raise :class:`ConfigError` unless ``name`` is a price field; ``where`` names the key."""
     if name not in PRICE_FIELDS:
         raise ConfigError(f"{where} is not a price key (one of {', '.join(sorted(PRICE_FIELDS))})")
 
