@@ -4,6 +4,7 @@ Nothing else in sufd reads ``os.environ`` or the config file. :func:`load` snaps
 environment once and returns a frozen :class:`Settings` that is passed down explicitly.
 """
 
+# Over 500 lines: every config key, its default, env override and check resolve in this one place.
 from __future__ import annotations
 
 import os
@@ -19,9 +20,11 @@ __all__ = [
     "APP_NAME",
     "COST_MODES",
     "KNOWN_SOURCES",
+    "PRICE_FIELDS",
     "Paths",
     "Settings",
     "SourceSettings",
+    "check_price_field",
     "default_config_path",
     "load",
     "local_zone",
@@ -353,7 +356,8 @@ def _sources(res: _Resolver) -> dict[str, SourceSettings]:
     return out
 
 
-_PRICE_KEYS = {
+# A model's price fields: the keys of ``[prices.overrides]`` and of the bundled price table.
+PRICE_FIELDS = (
     "input",
     "output",
     "cache_write",
@@ -363,7 +367,13 @@ _PRICE_KEYS = {
     "cache_write_above_200k",
     "cache_read_above_200k",
     "fast_multiplier",
-}
+)
+
+
+def check_price_field(name: str, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a price field; ``where`` names the key."""
+    if name not in PRICE_FIELDS:
+        raise ConfigError(f"{where} is not a price key (one of {', '.join(sorted(PRICE_FIELDS))})")
 
 
 def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
@@ -375,11 +385,7 @@ def _price_overrides(tbl: Any, path: Path) -> dict[str, Mapping[str, float]]:
             raise ConfigError(f"{path}: prices.overrides.{model!r} must be a table")
         clean: dict[str, float] = {}
         for key, value in entry.items():
-            if key not in _PRICE_KEYS:
-                raise ConfigError(
-                    f"{path}: prices.overrides.{model!r}.{key} is not a price key"
-                    f" (one of {', '.join(sorted(_PRICE_KEYS))})"
-                )
+            check_price_field(key, f"{path}: prices.overrides.{model!r}.{key}")
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(
                     f"{path}: prices.overrides.{model!r}.{key} must be a number >= 0"

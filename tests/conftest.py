@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The running-daemon fixture ``harness`` is registered once here, for every test module.
+pytest_plugins = ("tests.daemon_harness",)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "real"
 

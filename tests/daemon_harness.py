@@ -19,7 +19,8 @@ The line builders write compact JSON in the shapes Claude Code and the Codex CLI
 return the usage each line must become in the ledger (:class:`Usage`), so tests compare the
 store and the reports against what they wrote, never against sufd's own output.
 
-Test modules get the fixture with ``from tests.daemon_harness import harness_fixture``.
+Every test module gets the ``harness`` fixture: ``tests/conftest.py`` registers this module
+as a plugin.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from tests.daemon_harness import (
     DaemonProcess,
     Harness,
     append_lines,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
 )
 
 pytestmark = pytest.mark.integration

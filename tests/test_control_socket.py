@@ -50,7 +50,6 @@ from tests.conftest import REPO, SufdEnv, make_env
 from tests.daemon_harness import (
     DaemonProcess,
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
 )
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,6 @@ from tests.daemon_harness import (
     Harness,
     Usage,
     append_lines,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     report_totals,
     totals_of,
     wait_until,

@@ -61,8 +61,8 @@ import pytest
 from sufd.ingest.ingestor import Ingestor
 from sufd.prices.table import PriceTable
 from sufd.settings import load as load_settings
-from sufd.store import open_store
-from sufd.store.health import WAL_LIMIT_BYTES, Fault, StoreFault, diagnose
+from sufd.store import WAL_LIMIT_BYTES, open_store
+from sufd.store.faults import Fault, StoreFault, diagnose
 from sufd.store.ledger import Ledger
 from tests.chaos.ledger_compare import compare_ledgers
 from tests.conftest import SufdEnv, fresh_ledger_env
@@ -73,7 +73,6 @@ from tests.daemon_harness import (
     Harness,
     Usage,
     append_lines,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 

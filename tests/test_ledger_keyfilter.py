@@ -17,8 +17,9 @@ from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext
 from sufd.store import open_store
+from sufd.store.batch import Batch, PricedRecord
 from sufd.store.keyfilter import KeyFilter
-from sufd.store.ledger import Batch, Ledger, PricedRecord
+from sufd.store.ledger import Ledger
 from tests.corpus import CorpusSpec, generate
 
 _EVENT = (

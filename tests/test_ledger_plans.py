@@ -15,7 +15,8 @@ from sufd.prices.table import PriceTable
 from sufd.sources import SOURCES
 from sufd.sources.base import FileContext
 from sufd.store import open_store
-from sufd.store.ledger import Batch, Ledger
+from sufd.store.batch import Batch
+from sufd.store.ledger import Ledger
 from tests.corpus import CorpusSpec, generate
 
 

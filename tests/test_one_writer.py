@@ -23,12 +23,9 @@ from tests.daemon_harness import (
     ClaudeSession,
     Harness,
     append_lines,
-    harness_fixture,
     totals_of,
     wait_until,
 )
-
-__all__ = ["harness_fixture"]
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,8 @@ from tests.daemon_harness import (
     ClaudeSession,
     Harness,
     append_lines,
-    harness_fixture,
     wait_until,
 )
-
-__all__ = ["harness_fixture"]
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,6 @@ from tests.corpus import SENTINEL, CorpusSpec, generate
 from tests.daemon_harness import (
     DaemonProcess,
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 from tests.fakebin import FakeBin

@@ -22,7 +22,6 @@ import pytest
 
 from tests.daemon_harness import (
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 from tests.fakebin import FakeBin, decode_exec_start, unit_environment, unit_value

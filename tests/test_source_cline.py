@@ -27,7 +27,6 @@ from sufd.sources.base import FileContext
 from tests.conftest import SufdEnv, shared_fixture
 from tests.daemon_harness import (
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 

@@ -48,7 +48,6 @@ from tests.cursor_gen import (
 )
 from tests.daemon_harness import (
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 

@@ -27,7 +27,6 @@ from tests.ccusage import run_ccusage
 from tests.conftest import SufdEnv, make_env, shared_fixture
 from tests.daemon_harness import (
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 from tests.gen_gemini_opencode import (

@@ -33,7 +33,6 @@ from tests.conftest import (
 )
 from tests.daemon_harness import (
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 from tests.gen_gemini_opencode import assistant, create_opencode_db, insert_message

@@ -34,7 +34,6 @@ from tests.conftest import SufdEnv, make_env
 from tests.daemon_harness import (
     DaemonProcess,
     Harness,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 

@@ -33,7 +33,6 @@ from tests.daemon_harness import (
     ClaudeSession,
     Harness,
     append_lines,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     wait_until,
 )
 from tests.test_inotify import drain

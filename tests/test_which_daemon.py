@@ -31,7 +31,6 @@ from tests.daemon_harness import (
     Harness,
     Usage,
     append_lines,
-    harness_fixture,  # noqa: F401  (the ``harness`` fixture)
     kill_lock_holders,
     wait_until,
 )

@@ -409,7 +409,7 @@ def _ingest_here(settings: Settings, *, quiet: bool, as_json: bool, workers: int
     from sufd.ingest.ingestor import Ingestor, IngestStats
     from sufd.prices.table import PriceTable
     from sufd.store import open_store
-    from sufd.store.health import StoreFault
+    from sufd.store.faults import StoreFault
     from sufd.store.ledger import Ledger
 
     logger.defer(settings.log_level, lambda: _configure_logs(settings.log_level))

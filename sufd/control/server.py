@@ -27,7 +27,7 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,27 @@ def _getpeereid_ctypes(sock: socket.socket) -> int | None:
     return int(uid.value)
 
 
+class _Slots:
+    """At most ``limit`` things at once; one more is answered ``busy``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @contextlib.contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        """Hold one slot for the ``with`` block; ``what`` says what the slots are in use for."""
+        if self.used >= self.limit:
+            raise ProtocolError(
+                "busy", f"{self.used} {what} (limit {self.limit}); try again shortly"
+            )
+        self.used += 1
+        try:
+            yield
+        finally:
+            self.used -= 1
+
+
 class ControlServer:
     """Serves the control protocol on a Unix socket path."""
 
@@ -115,12 +136,10 @@ class ControlServer:
         self._handlers = handlers
         self._streams = streams or {}
         self._idle = idle_timeout
-        self._max_requests = max_requests
-        self._max_streams = max_streams
         self._max_connections = max_connections
         self._conns: set[_Conn] = set()
-        self._requests = 0
-        self._streaming = 0
+        self._requests = _Slots(max_requests)
+        self._streaming = _Slots(max_streams)
         self._lingering = 0
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
@@ -303,31 +322,13 @@ class ControlServer:
         try:
             req_id, cmd, args = decode_request(line)
             if cmd in self._streams:
-                if self._streaming >= self._max_streams:
-                    raise ProtocolError(
-                        "busy",
-                        f"{self._streaming} {cmd} streams are open (limit {self._max_streams});"
-                        " try again shortly",
-                    )
-                self._streaming += 1
-                try:
+                with self._streaming.held(f"{cmd} streams are open"):
                     await self._stream(reader, writer, req_id, self._streams[cmd], args)
-                finally:
-                    self._streaming -= 1
                 return None
             if cmd in PRIORITY:
                 return ok(req_id, await self._handlers[cmd](args))
-            if self._requests >= self._max_requests:
-                raise ProtocolError(
-                    "busy",
-                    f"{self._requests} requests are in progress (limit {self._max_requests});"
-                    " try again shortly",
-                )
-            self._requests += 1
-            try:
+            with self._requests.held("requests are in progress"):
                 return ok(req_id, await self._handlers[cmd](args))
-            finally:
-                self._requests -= 1
         except ProtocolError as exc:
             return error(req_id if req_id is not None else exc.req_id, exc.code, exc.message)
         except ConnectionError:

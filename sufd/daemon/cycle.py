@@ -22,7 +22,7 @@ from sufd.daemon.keeper import StoreKeeper
 from sufd.ingest.ingestor import IngestStats
 from sufd.logger import get_logger
 from sufd.settings import KNOWN_SOURCES
-from sufd.store.ledger import PricedRecord
+from sufd.store.batch import PricedRecord
 
 __all__ = ["IngestCycles", "iso"]
 

@@ -23,7 +23,7 @@ from typing import Any
 from sufd.errors import StoreError
 from sufd.ingest.ingestor import Ingestor
 from sufd.logger import get_logger
-from sufd.store import health, open_readonly, open_store
+from sufd.store import faults, health, open_readonly, open_store
 
 __all__ = ["READ_CACHE_KIB", "STORE_CHECK_INTERVAL_S", "StoreKeeper"]
 
@@ -68,7 +68,7 @@ class StoreKeeper:
         self.ingestor: Ingestor | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._store_fault: tuple[health.Fault, str] | None = None  # found by heartbeat/status
+        self._store_fault: tuple[faults.Fault, str] | None = None  # found by heartbeat/status
         self._store_retry_at: float | None = None  # monotonic
         self._read_broken = False
         self._empty_ledger: sqlite3.Connection | None = None
@@ -148,7 +148,7 @@ class StoreKeeper:
         self._pins.clear()
         self._pin = None
 
-    def _open_ledger(self, found: str) -> tuple[health.Fault, Path] | None:
+    def _open_ledger(self, found: str) -> tuple[faults.Fault, Path] | None:
         """(writer thread) Open the ledger; a corrupt one is moved aside and a fresh one made.
 
         Returns the fault and where the corrupt file went, when that happened.
@@ -159,14 +159,14 @@ class StoreKeeper:
             return None
         except (StoreError, sqlite3.Error) as exc:
             self._drop_writer()
-            fault = health.diagnose(exc, db)
-            if fault is None or fault.reason != health.CORRUPT:
+            fault = faults.diagnose(exc, db)
+            if fault is None or fault.reason != faults.CORRUPT:
                 raise
         moved = health.quarantine(db, fault, found=found)
         self._open_writer()
         return fault, moved
 
-    def _after_open(self, rebuilt: tuple[health.Fault, Path] | None, found: str) -> None:
+    def _after_open(self, rebuilt: tuple[faults.Fault, Path] | None, found: str) -> None:
         if self._read_conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._read_conn.close()
@@ -176,7 +176,7 @@ class StoreKeeper:
         if rebuilt is not None:
             self._rebuilt(rebuilt[0], "rebuilt from the source files", rebuilt[1], found)
 
-    def _rebuilt(self, fault: health.Fault, action: str, moved: Path | None, found: str) -> None:
+    def _rebuilt(self, fault: faults.Fault, action: str, moved: Path | None, found: str) -> None:
         self.store.recovered(fault, action, moved, found)
         log.error(
             "store.rebuilt",
@@ -193,13 +193,13 @@ class StoreKeeper:
             rebuilt = await self.in_writer(lambda: self._open_ledger("at start"))
             self._after_open(rebuilt, "at start")
         except (StoreError, sqlite3.Error) as exc:
-            fault = health.diagnose(exc, self.db)
-            if fault is None or fault.reason == health.OTHER:
+            fault = faults.diagnose(exc, self.db)
+            if fault is None or fault.reason == faults.OTHER:
                 raise  # e.g. a schema newer than this sufd: retrying cannot help
             await self.in_writer(self._drop_writer)
             self._back_off(fault)
 
-    async def _failed(self, fault: health.Fault, found: str) -> None:
+    async def _failed(self, fault: faults.Fault, found: str) -> None:
         """A store fault: a new file when that is what it takes, else back off and retry."""
         if fault.rebuilds:
             await self._replace_store(fault, found)
@@ -207,7 +207,7 @@ class StoreKeeper:
         await self.in_writer(self._drop_writer)
         self._back_off(fault)
 
-    def _back_off(self, fault: health.Fault) -> None:
+    def _back_off(self, fault: faults.Fault) -> None:
         delay = self.store.failed(fault, time.time())
         log.error(
             "store.write_failed",
@@ -233,8 +233,8 @@ class StoreKeeper:
             self._after_open(rebuilt, "on retry")
         except (StoreError, sqlite3.Error) as exc:
             await self.in_writer(self._drop_writer)
-            problem = health.diagnose(exc, self.db)
-            self._back_off(problem or health.Fault(health.OTHER, str(exc)))
+            problem = faults.diagnose(exc, self.db)
+            self._back_off(problem or faults.Fault(faults.OTHER, str(exc)))
             return
         # Writes are proven to work by the next cycle, which catches up from the cursors.
         self._rescan("store retry")
@@ -242,7 +242,7 @@ class StoreKeeper:
     async def write_failed(self, exc: Exception) -> bool:
         """A cycle could not write: a fault of the ledger file is dealt with here (True);
         anything else is the caller's to report (False)."""
-        fault = health.diagnose(exc, self.db)
+        fault = faults.diagnose(exc, self.db)
         if fault is None:
             return False
         await self._failed(fault, "while writing")
@@ -260,7 +260,7 @@ class StoreKeeper:
         if was is not None:
             log.info("store.recovered", **was)
 
-    async def _replace_store(self, fault: health.Fault, found: str) -> None:
+    async def _replace_store(self, fault: faults.Fault, found: str) -> None:
         """The file is corrupt, deleted or replaced: put a sound ledger at the path, rescan."""
         self._replacing = True  # the heartbeat must not report the old file again meanwhile
         try:
@@ -268,7 +268,7 @@ class StoreKeeper:
         finally:
             self._replacing = False
 
-    async def _replace_store_file(self, fault: health.Fault, found: str) -> None:
+    async def _replace_store_file(self, fault: faults.Fault, found: str) -> None:
         if self._read_conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._read_conn.close()
@@ -279,9 +279,9 @@ class StoreKeeper:
         except (StoreError, sqlite3.Error, OSError) as exc:
             # E.g. no space for the new file: retry like any failed write.
             await self.in_writer(self._drop_writer)
-            again = health.diagnose(exc, self.db)
+            again = faults.diagnose(exc, self.db)
             if again is None or again.rebuilds:
-                again = health.Fault(health.OTHER, f"{type(exc).__name__}: {exc}")
+                again = faults.Fault(faults.OTHER, f"{type(exc).__name__}: {exc}")
             self._back_off(again)
             return
         self._store_fault = None  # whatever else was found concerned the old file
@@ -290,7 +290,7 @@ class StoreKeeper:
         self._rebuilt(fault, action, moved, found)
         self._rescan("store rebuilt")
 
-    def _swap_store_file(self, fault: health.Fault, found: str) -> tuple[str, Path | None]:
+    def _swap_store_file(self, fault: faults.Fault, found: str) -> tuple[str, Path | None]:
         """(writer thread) Close the old file and open a sound one at the ledger's path."""
         old, self._write_conn, self.ingestor = self._write_conn, None, None
         action, moved = _clear_the_path(old, self.db, fault, found)
@@ -317,8 +317,8 @@ class StoreKeeper:
     def read_failed(self, exc: sqlite3.Error) -> bool:
         """Reading status failed: if the ledger is corrupt, status reads an empty one from
         now on and the file is replaced (True); else the error is the caller's (False)."""
-        fault = health.diagnose(exc, self.db)
-        if fault is None or fault.reason != health.CORRUPT:
+        fault = faults.diagnose(exc, self.db)
+        if fault is None or fault.reason != faults.CORRUPT:
             return False
         self._read_broken = True
         if self._store_fault is None:
@@ -395,16 +395,16 @@ class StoreKeeper:
         db = self.db
         try:
             problem = health.quick_check(db)
-            fault = None if problem is None else health.Fault(health.CORRUPT, problem)
+            fault = None if problem is None else faults.Fault(faults.CORRUPT, problem)
         except sqlite3.Error as exc:
-            fault = health.diagnose(exc, db)
-            if fault is not None and fault.reason != health.CORRUPT:
+            fault = faults.diagnose(exc, db)
+            if fault is not None and fault.reason != faults.CORRUPT:
                 log.warning("store.check_failed", error=f"{type(exc).__name__}: {exc}")
                 fault = None
         with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
             loop.call_soon_threadsafe(self._checked, fault, opened)
 
-    def _checked(self, fault: health.Fault | None, opened: tuple[int, int] | None) -> None:
+    def _checked(self, fault: faults.Fault | None, opened: tuple[int, int] | None) -> None:
         self._checking = False
         if not self._replacing:
             self._unpin_stale()
@@ -414,21 +414,21 @@ class StoreKeeper:
         # Only if it is still the file that was checked.
         if self.store.opened == opened and self._store_fault is None:
             self._store_fault = (
-                health.Fault(health.CORRUPT, f"integrity check failed: {fault.detail}"),
+                faults.Fault(faults.CORRUPT, f"integrity check failed: {fault.detail}"),
                 "by the integrity check",
             )
             self._wake()
 
 
 def _clear_the_path(
-    old: sqlite3.Connection | None, db: Path, fault: health.Fault, found: str
+    old: sqlite3.Connection | None, db: Path, fault: faults.Fault, found: str
 ) -> tuple[str, Path | None]:
     """(writer thread) Close the old file's connection and leave at the ledger's path what
     the new ledger is opened from: nothing, a file put there meanwhile, or the salvaged copy
     of a deleted one. Returns what was done, and where a corrupt file was moved."""
     action, moved, copy = "rebuilt from the source files", None, None
     try:
-        if fault.reason == health.CORRUPT:
+        if fault.reason == faults.CORRUPT:
             # Before the old connection closes: SQLite does not checkpoint into a file
             # that has moved, so the copy is kept as it was found.
             moved = health.quarantine(db, fault, found=found)
@@ -437,7 +437,7 @@ def _clear_the_path(
             # replayed into whatever file is at the path now.
             with contextlib.suppress(sqlite3.Error):
                 health.checkpoint(old, wait=True)
-            if fault.reason == health.DELETED and not db.exists():
+            if fault.reason == faults.DELETED and not db.exists():
                 try:
                     copy = health.salvage(old, db)
                 except (sqlite3.Error, OSError) as exc:
@@ -446,7 +446,7 @@ def _clear_the_path(
         if old is not None:
             with contextlib.suppress(sqlite3.Error):
                 old.close()
-    if fault.reason == health.REPLACED:
+    if fault.reason == faults.REPLACED:
         action = "switched to the new file, then caught up from the source files"
     elif copy is not None and not db.exists():
         health.install(copy, db)

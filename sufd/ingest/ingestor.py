@@ -36,8 +36,9 @@ from sufd.prices.table import PriceTable
 from sufd.settings import Settings, local_zone
 from sufd.sources import Source, enabled_sources
 from sufd.sources.base import FileContext, symlinked_below
-from sufd.store.health import StoreFault
-from sufd.store.ledger import FileCursor, Ledger
+from sufd.store.batch import FileCursor
+from sufd.store.faults import StoreFault
+from sufd.store.ledger import Ledger
 from sufd.watch.stalls import GuardedFile, IoGuard, Stalled
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from sufd.ingest.runs import ByteFile, read_runs
 from sufd.prices.table import PriceTable
 from sufd.sources import Malformed, Record, Source
 from sufd.sources.base import FileContext
-from sufd.store.ledger import (
+from sufd.store.batch import (
     COST_COMPUTED,
     COST_ESTIMATED,
     COST_STORED,

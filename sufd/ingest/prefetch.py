@@ -333,7 +333,7 @@ def _parse_file(
 def _from_wire(wire: _Chunks) -> list[Chunk]:
     from sufd.ingest.parse import Chunk
     from sufd.sources import Record
-    from sufd.store.ledger import PricedRecord
+    from sufd.store.batch import PricedRecord
 
     chunks = [
         Chunk(

@@ -40,8 +40,9 @@ from sufd.prices.table import PriceTable
 from sufd.settings import Settings
 from sufd.sources import Malformed, Record, Source
 from sufd.sources.base import FileContext
-from sufd.store.health import StoreFault
-from sufd.store.ledger import Batch, FileCursor, Ledger, PricedRecord
+from sufd.store.batch import Batch, FileCursor, PricedRecord
+from sufd.store.faults import StoreFault
+from sufd.store.ledger import Ledger
 
 if TYPE_CHECKING:
     from sufd.ingest.prefetch import Prefetcher

@@ -21,6 +21,7 @@ from decimal import Decimal
 from importlib import resources
 
 from sufd.errors import ConfigError
+from sufd.settings import PRICE_FIELDS, check_price_field
 
 # Anthropic's long-context boundary; ccusage applies it to each token class on its own.
 _TIER_TOKENS = 200_000
@@ -30,18 +31,7 @@ _CACHE_1H_INPUT_MULTIPLIER = 2.0
 _DATE_SUFFIX_DIGITS = 8
 _MILLION = Decimal(1_000_000)
 
-_PRICE_FIELDS = (
-    "input",
-    "output",
-    "cache_write",
-    "cache_read",
-    "input_above_200k",
-    "output_above_200k",
-    "cache_write_above_200k",
-    "cache_read_above_200k",
-    "fast_multiplier",
-)
-_TABLE_FIELDS = frozenset((*_PRICE_FIELDS, "long_context_threshold", "provider"))
+_TABLE_FIELDS = frozenset((*PRICE_FIELDS, "long_context_threshold", "provider"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +377,7 @@ def _price_from_fields(model: str, fields: Mapping[str, float | str]) -> ModelPr
     if "input" not in fields or "output" not in fields:
         raise ValueError(f"{model}: input and output prices are required")
     values = {
-        name: _number(f"{model}: {name}", fields[name]) for name in _PRICE_FIELDS if name in fields
+        name: _number(f"{model}: {name}", fields[name]) for name in PRICE_FIELDS if name in fields
     }
     threshold = fields.get("long_context_threshold")
     input_price = values["input"]
@@ -413,11 +403,7 @@ def _price_from_fields(model: str, fields: Mapping[str, float | str]) -> ModelPr
 def _override_fields(model: str, fields: Mapping[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in fields.items():
-        if name not in _PRICE_FIELDS:
-            raise ConfigError(
-                f"price override for {model!r}: unknown field {name!r}"
-                f" (one of {', '.join(_PRICE_FIELDS)})"
-            )
+        check_price_field(name, f"price override for {model!r}: {name!r}")
         try:
             number = _number(f"price override {model!r}.{name}", value)
         except ValueError as exc:

@@ -24,10 +24,6 @@ import orjson
 from sufd.records import DedupPolicy, Record
 from sufd.store.aggregates import EVENT_MEASURES, Aggregates, Delta
 from sufd.store.batch import (
-    COST_COMPUTED,
-    COST_ESTIMATED,
-    COST_STORED,
-    COST_UNPRICED,
     Batch,
     FileCursor,
     PricedRecord,
@@ -36,18 +32,7 @@ from sufd.store.dedup import Dedup, Slot, group_hash
 from sufd.store.dimensions import Dimensions
 from sufd.store.transaction import Bulk, atomic
 
-__all__ = [
-    "Bulk",
-    "COST_COMPUTED",
-    "COST_ESTIMATED",
-    "COST_STORED",
-    "COST_UNPRICED",
-    "Batch",
-    "FileCursor",
-    "Ledger",
-    "PricedRecord",
-    "atomic",
-]
+__all__ = ["Ledger"]
 
 # Inside a bulk transaction the WAL is folded into the file once it holds this many pages
 # (40 MiB) instead of SQLite's 1,000: each flush of a first catch-up writes a few thousand

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterator
 __all__ = ["Bulk", "atomic"]
 
 
+_UNDO_SAVEPOINT: tuple[str, ...] = ("ROLLBACK TO sufd_atomic", "RELEASE sufd_atomic")
+
+
 @contextlib.contextmanager
 def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on any exception.
@@ -22,27 +25,21 @@ def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     instead: its changes are undone on an exception and become durable with the outer commit.
     """
     if conn.in_transaction:
-        conn.execute("SAVEPOINT sufd_atomic")
-        try:
-            yield conn
-        except BaseException:
-            # Some errors (disk full, I/O) make SQLite roll the whole transaction back.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK TO sufd_atomic")
-                conn.execute("RELEASE sufd_atomic")
-            raise
-        conn.execute("RELEASE sufd_atomic")
-        return
-    conn.execute("BEGIN IMMEDIATE")
+        begin, undo, end = "SAVEPOINT sufd_atomic", _UNDO_SAVEPOINT, "RELEASE sufd_atomic"
+    else:
+        begin, undo, end = "BEGIN IMMEDIATE", ("ROLLBACK",), "COMMIT"
+    conn.execute(begin)
     try:
         yield conn
     except BaseException:
-        # SQLite may have rolled back already (disk full, I/O error): a second ROLLBACK would
-        # raise "no transaction is active" and hide the error that says what went wrong.
+        # SQLite may have rolled the whole transaction back already (disk full, I/O error):
+        # undoing again would raise "no transaction is active" and hide the error that says
+        # what went wrong.
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            for sql in undo:
+                conn.execute(sql)
         raise
-    conn.execute("COMMIT")
+    conn.execute(end)
 
 
 class Bulk:
