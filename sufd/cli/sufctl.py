@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sufd.cli.args import switch
 from sufd.errors import ConfigError, SufdError
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how to group: daily/weekly (weeks start on Monday)/monthly by local date,"
         " session, project (the agent's working directory) or model",
     )
-    report.add_argument(
-        "--json", action="store_true", help="machine-readable output (ccusage's field names)"
-    )
+    switch(report, "--json", help="machine-readable output (ccusage's field names)")
     report.add_argument(
         "--since", metavar="DATE", help="first local date to include (YYYY-MM-DD or YYYYMMDD)"
     )
@@ -112,15 +111,13 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="NAME",
         help="only these agents (repeat or comma-separate), e.g. claude,codex",
     )
-    report.add_argument(
-        "--breakdown", action="store_true", help="one line per model under each row"
-    )
+    switch(report, "--breakdown", help="one line per model under each row")
 
 
 def _add_control_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def verb(name: str, help_text: str, *, sources: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
+        switch(p, "--json", help="print the daemon's reply as JSON")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
         if sources:
             p.add_argument(

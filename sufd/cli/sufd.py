@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sufd import __version__
+from sufd.cli.args import switch
 from sufd.daemon.runtime import AlreadyRunning
 from sufd.errors import ConfigError, SufdError
 
@@ -58,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Read every new byte of every enabled source into the ledger and exit."
         " Idempotent: a second run with no changes reads nothing.",
     )
-    ingest.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    switch(ingest, "--quiet", "-q", help="no progress bar or summary")
+    switch(ingest, "--json", help="print the summary as JSON")
     ingest.add_argument(
         "--workers",
         type=_positive_int,
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         " for any N.",
     )
     paths = add("paths", help="where sufd keeps its config, ledger, logs and socket")
-    paths.add_argument("--json", action="store_true", help="machine-readable output")
+    switch(paths, "--json", help="machine-readable output")
     run = add(
         "run",
         help="run the daemon in the foreground (what launchd/systemd start)",
@@ -79,9 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         " second. Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the config. Exit codes: 0"
         " clean stop, 1 crash, 75 another instance is running, 78 configuration error.",
     )
-    run.add_argument(
-        "--foreground", action="store_true", help="accepted for service managers (always true)"
-    )
+    switch(run, "--foreground", help="accepted for service managers (always true)")
     run.add_argument(
         "--daemon",
         action="store_true",
@@ -98,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser(
         "show", help="the effective settings and where each came from (file, env, flag, default)"
     )
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    switch(show, "--json", help="machine-readable output")
     setter = config_sub.add_parser(
         "set",
         help="validate and write one setting to the config file",
@@ -115,12 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         " Where the service manager is not reachable it writes the files and tells you what to"
         " run.",
     )
-    inst.add_argument(
-        "--dry-run", action="store_true", help="print every file and command; change nothing"
-    )
-    inst.add_argument(
-        "--no-start", action="store_true", help="enable at login but do not start now"
-    )
+    switch(inst, "--dry-run", help="print every file and command; change nothing")
+    switch(inst, "--no-start", help="enable at login but do not start now")
     inst.add_argument(
         "--linger",
         action="store_true",
@@ -132,12 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Stop and disable the service and remove the unit/plist. --purge also deletes"
         " the config, state, logs and the ledger, after listing exactly what it deletes.",
     )
-    uninst.add_argument(
-        "--purge", action="store_true", help="also delete config, state, logs and the ledger"
-    )
-    uninst.add_argument(
-        "--dry-run", action="store_true", help="print what would be done; change nothing"
-    )
+    switch(uninst, "--purge", help="also delete config, state, logs and the ledger")
+    switch(uninst, "--dry-run", help="print what would be done; change nothing")
     for verb, text in (
         (
             "start",
@@ -151,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = add(
         "doctor", help="check the installation; one line per finding, exit 1 on any failure"
     )
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    switch(doctor, "--json", help="machine-readable output")
     setter.add_argument("key", help="dotted key, e.g. report.timezone or sources.codex.enabled")
     setter.add_argument(
         "value", help='the value (TOML syntax: true, 100, "text"; bare text is a string)'

@@ -155,11 +155,7 @@ class Ingestor:
             "ingest.done",
             files=stats.files,
             files_read=stats.files_read,
-            bytes=stats.bytes_read,
-            events=stats.inserted,
-            replaced=stats.replaced,
-            malformed=stats.malformed,
-            errors=len(stats.errors),
+            **stats.log_fields(),
             duration_ms=stats.duration_ms,
         )
         return stats

@@ -75,6 +75,16 @@ class IngestStats:
         """Wall time since the run started."""
         return int((time.monotonic() - self.started) * 1000)
 
+    def log_fields(self) -> dict[str, int]:
+        """What the ``ingest.done`` and ``ingest.cycle`` log records say of this run."""
+        return {
+            "bytes": self.bytes_read,
+            "events": self.inserted,
+            "replaced": self.replaced,
+            "malformed": self.malformed,
+            "errors": len(self.errors),
+        }
+
     def as_dict(self) -> dict[str, object]:
         """The summary as JSON-ready data (``sufd ingest --json``)."""
         return {

@@ -97,7 +97,7 @@ class Ledger:
         """
         (pages,) = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
         aggs = self._aggs
-        bulk = self._bulk = Bulk.begin(self.conn, aggs.mark_new, aggs.add_new)
+        bulk = self._bulk = Bulk(self.conn, aggs.mark_new, aggs.add_new).begin()
         self._dedup.open_bulk()
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {max(pages, BULK_CHECKPOINT_PAGES)}")
         try:

@@ -60,21 +60,15 @@ class Bulk:
         self._committing = committing
         self._after: list[Callable[[], None]] = []
 
-    @classmethod
-    def begin(
-        cls,
-        conn: sqlite3.Connection,
-        begun: Callable[[], None],
-        committing: Callable[[], None],
-    ) -> Bulk:
-        """Open the transaction (``BEGIN IMMEDIATE``, then ``begun``).
+    def begin(self) -> Bulk:
+        """Open the transaction (``BEGIN IMMEDIATE``, then ``begun``); returns ``self``.
 
         Raises:
             sqlite3.Error: it cannot be opened (another writer holds the lock, …).
         """
-        conn.execute("BEGIN IMMEDIATE")
-        begun()
-        return cls(conn, begun, committing)
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._begun()
+        return self
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` when what was written so far is committed (dropped if it never is)."""
@@ -83,8 +77,7 @@ class Bulk:
     def flush(self) -> None:
         """Make everything so far durable and visible to readers, and go on."""
         self.commit()
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._begun()
+        self.begin()
 
     def commit(self) -> None:
         """Make everything so far durable, then run what waited for it; the transaction is
