@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
@@ -64,22 +65,16 @@ class Host(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class Commands:
-    """The handlers of the control socket's requests (see the module docstring)."""
+    """The handlers of the control socket's requests (see the module docstring), given
+    the daemon (``host``) and the parts they read and act on."""
 
-    def __init__(
-        self,
-        host: Host,
-        keeper: StoreKeeper,
-        cycles: IngestCycles,
-        pauses: Pauses,
-        guard: IoGuard,
-    ) -> None:
-        self._host = host
-        self._keeper = keeper
-        self._cycles = cycles
-        self._pauses = pauses
-        self._guard = guard
+    _host: Host
+    _keeper: StoreKeeper
+    _cycles: IngestCycles
+    _pauses: Pauses
+    _guard: IoGuard
 
     def handlers(self) -> dict[str, Any]:
         """The request handlers by command name."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 __all__ = ["Bulk", "atomic"]
 
@@ -42,6 +43,7 @@ def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute(end)
 
 
+@dataclass(eq=False)
 class Bulk:
     """An open write transaction spanning many file batches (see
     :meth:`sufd.store.ledger.Ledger.bulk`); each :func:`atomic` inside it is a savepoint.
@@ -49,16 +51,10 @@ class Bulk:
     ``begun`` runs after each ``BEGIN``, ``committing`` just before each ``COMMIT``.
     """
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        begun: Callable[[], None],
-        committing: Callable[[], None],
-    ) -> None:
-        self._conn = conn
-        self._begun = begun
-        self._committing = committing
-        self._after: list[Callable[[], None]] = []
+    _conn: sqlite3.Connection
+    _begun: Callable[[], None]
+    _committing: Callable[[], None]
+    _after: list[Callable[[], None]] = field(default_factory=list, init=False)
 
     def begin(self) -> Bulk:
         """Open the transaction (``BEGIN IMMEDIATE``, then ``begun``); returns ``self``.
