@@ -25,6 +25,8 @@ __all__ = ["Freshness", "daemon_of", "freshness"]
 
 # A report must stay quick: the daemon answers ``hello`` in a millisecond when it is well.
 HELLO_TIMEOUT_S = 1.0
+# How many folders above a tracked file may hold a new one (Codex: sessions/YYYY/MM/DD/).
+FOLDER_LEVELS = 3
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def freshness(settings: Settings, conn: sqlite3.Connection | None) -> Freshness:
     last = _last_commit_ms(conn)
     state, hello = daemon_of(settings)
     if state != "running":
-        return Freshness(last, state, sources_changed=_sources_changed(settings, conn))
+        return Freshness(last, state, sources_changed=_sources_changed(conn))
     pid = hello.get("pid") if isinstance(hello.get("pid"), int) else None
     scan = hello.get("scan")
     if isinstance(scan, dict) and scan.get("caught_up") is False:
@@ -125,39 +127,38 @@ def _last_commit_ms(conn: sqlite3.Connection | None) -> int | None:
     return int(row[0]) if row and row[0] else None
 
 
-def _sources_changed(settings: Settings, conn: sqlite3.Connection | None) -> bool:
-    """Whether any agent log was written after the ledger last read it (or is unknown to it).
+def _sources_changed(conn: sqlite3.Connection | None) -> bool:
+    """Whether an agent wrote after the ledger last read its files.
 
-    Stops at the first one; costs a ``stat`` per file when nothing changed, and runs only
-    when no daemon keeps the ledger current.
+    Looks only at what the ledger knows, so that a report stays quick without a daemon: each
+    tracked file (and a database's ``-wal``) against when its cursor last moved, and the
+    folders they are in, up to :data:`FOLDER_LEVELS` above them, against the ledger's last
+    commit: a new session file, project or day folder changes one of those. A file of an
+    agent the ledger has never seen is not noticed. Stops at the first change.
     """
-    from sufd.sources import enabled_sources
+    if conn is None:
+        return False
+    try:
+        rows = conn.execute("SELECT path, updated_ms FROM files WHERE gone = 0").fetchall()
+    except sqlite3.Error:
+        return False
+    last = max((int(ms) for _, ms in rows), default=0)
+    folders: set[str] = set()
+    for path, read_ms in rows:
+        if _modified_ms(path) > read_ms or _modified_ms(f"{path}-wal") > read_ms:
+            return True
+        folder = path
+        for _ in range(FOLDER_LEVELS):
+            folder = os.path.dirname(folder)
+            folders.add(folder)
+    return any(_modified_ms(folder) > last for folder in folders)
 
-    known: dict[str, int] = {}
-    if conn is not None:
-        try:
-            known = dict(conn.execute("SELECT path, updated_ms FROM files").fetchall())
-        except sqlite3.Error:
-            known = {}
-    for source in enabled_sources(settings):
-        for root in source.roots(settings):
-            for path in source.scan(root):
-                read_ms = known.get(str(path))
-                if read_ms is None:
-                    return True
-                if _modified_ms(str(path), source.kind == "database") > read_ms:
-                    return True
-    return False
 
-
-def _modified_ms(path: str, database: bool) -> int:
-    newest = 0
-    for candidate in (path, f"{path}-wal") if database else (path,):
-        try:
-            newest = max(newest, os.stat(candidate).st_mtime_ns // 1_000_000)
-        except OSError:
-            continue
-    return newest
+def _modified_ms(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns // 1_000_000
+    except OSError:
+        return 0
 
 
 def _iso(ms: int | None) -> str | None:
