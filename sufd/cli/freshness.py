@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sufd.control import client
 from sufd.errors import ControlError
 
 if TYPE_CHECKING:
@@ -29,8 +27,7 @@ HELLO_TIMEOUT_S = 1.0
 FOLDER_LEVELS = 3
 
 
-@dataclass(frozen=True)
-class Freshness:
+class Freshness(NamedTuple):
     """What a report's reader should know about the data behind it."""
 
     last_commit_ms: int | None
@@ -82,6 +79,10 @@ class Freshness:
 def daemon_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     """Whether the daemon of ``settings``' ledger runs: ``("running", hello)``, else
     ``("not-running" | "unreachable" | "other-ledger", {})``."""
+    if not os.path.exists(settings.paths.socket):
+        return "not-running", {}  # without loading the client: most reports run this way
+    from sufd.control import client
+
     try:
         hello = client.call(settings.paths.socket, "hello", timeout=HELLO_TIMEOUT_S)
     except client.DaemonNotRunning:

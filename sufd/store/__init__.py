@@ -13,7 +13,6 @@ import sqlite3
 from pathlib import Path
 
 from sufd.errors import StoreError
-from sufd.store.migrations import apply_migrations
 
 __all__ = ["WAL_LIMIT_BYTES", "open_readonly", "open_store", "private_dir"]
 
@@ -42,6 +41,9 @@ def open_store(path: Path) -> sqlite3.Connection:
     Raises:
         StoreError: the file cannot be created, opened or migrated.
     """
+    # Here, not at the top: reports open the ledger read-only and need none of the write side.
+    from sufd.store.migrations import apply_migrations
+
     private_dir(path.parent)
     try:
         if not path.exists():
