@@ -118,14 +118,20 @@ def freshness(settings: Settings, conn: sqlite3.Connection | None) -> Freshness:
     return Freshness(last, "running", pid)
 
 
-def _last_commit_ms(conn: sqlite3.Connection | None) -> int | None:
+def _rows(conn: sqlite3.Connection | None, sql: str) -> list[Any]:
+    """What ``sql`` finds in the ledger; nothing when there is none or it cannot be read
+    (the report itself says so)."""
     if conn is None:
-        return None
+        return []
     try:
-        row = conn.execute("SELECT max(updated_ms) FROM files").fetchone()
+        return conn.execute(sql).fetchall()
     except sqlite3.Error:
-        return None
-    return int(row[0]) if row and row[0] else None
+        return []
+
+
+def _last_commit_ms(conn: sqlite3.Connection | None) -> int | None:
+    rows = _rows(conn, "SELECT max(updated_ms) FROM files")
+    return int(rows[0][0]) if rows and rows[0][0] else None
 
 
 def _sources_changed(conn: sqlite3.Connection | None) -> bool:
@@ -137,12 +143,7 @@ def _sources_changed(conn: sqlite3.Connection | None) -> bool:
     commit: a new session file, project or day folder changes one of those. A file of an
     agent the ledger has never seen is not noticed. Stops at the first change.
     """
-    if conn is None:
-        return False
-    try:
-        rows = conn.execute("SELECT path, updated_ms FROM files WHERE gone = 0").fetchall()
-    except sqlite3.Error:
-        return False
+    rows = _rows(conn, "SELECT path, updated_ms FROM files WHERE gone = 0")
     last = max((int(ms) for _, ms in rows), default=0)
     folders: set[str] = set()
     for path, read_ms in rows:
