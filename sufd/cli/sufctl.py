@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sufd.cli.args import switch
+from sufd.cli.args import switch, until_reader_leaves
 from sufd.errors import ConfigError, SufdError
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ def _add_statusline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sl.add_argument("--db", help=argparse.SUPPRESS)
 
 
+@until_reader_leaves
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sufctl``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)

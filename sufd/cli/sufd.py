@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sufd import __version__
-from sufd.cli.args import switch
+from sufd.cli.args import switch, until_reader_leaves
 from sufd.daemon.runtime import AlreadyRunning
 from sufd.errors import ConfigError, SufdError
 
@@ -150,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@until_reader_leaves
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sufd``; returns the exit code."""
     args = _parser().parse_args(argv)
