@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +44,6 @@ __all__ = [
     "PRICES",
     "Expected",
     "Spec",
-    "ccusage_snapshots",
     "create_opencode_db",
     "generate_gemini",
     "generate_opencode",
@@ -483,94 +481,3 @@ def _write_json(store: Path, sid: str, msg: dict[str, Any]) -> None:
     folder = store / sid
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{msg['id']}.json").write_text(json.dumps(msg, indent=2))
-
-
-# -- ccusage's embedded pricing ---------------------------------------------------------------
-
-
-def ccusage_snapshots(binary: Path) -> dict[str, Any]:
-    """The embedded ``litellm``, ``models_dev`` and ``rules`` JSON of a ccusage native binary.
-
-    ccusage ships them as raw deflate streams (``pricing.rs`` ``inflate_snapshot``); they are
-    found by trying to inflate at every offset whose first byte can start a compressed block.
-    """
-    blob = binary.read_bytes()
-    found: dict[str, Any] = {}
-    for i in range(len(blob)):
-        if (blob[i] >> 1) & 3 not in (1, 2):
-            continue
-        try:
-            head = zlib.decompressobj(-15).decompress(blob[i : i + 400], 64)
-        except zlib.error:
-            continue
-        if not head.startswith(b'{"'):
-            continue
-        try:
-            data = json.loads(zlib.decompressobj(-15).decompress(blob[i : i + 4_000_000]))
-        except (zlib.error, ValueError):
-            continue
-        if "assetPricedModelIds" in data:
-            found["rules"] = data
-        elif any(isinstance(v, dict) and "cost" in v for v in list(data.values())[:5]):
-            found["models_dev"] = data
-        else:
-            found["litellm"] = data
-        if len(found) == 3:
-            break
-    return found
-
-
-def models_dev_gemini(snap: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    """The models.dev entries ccusage 20.0.24 loads whose id contains ``gemini``.
-
-    Applies ccusage's load rules (``load_models_dev_models``): asset-priced ids skipped, all-zero
-    costs skipped, one slot per normalised spelling (the stronger claim wins), the lowest context
-    tier kept. Same tuple shape as :data:`sufd.prices.models_dev.MODELS_DEV`.
-    """
-    md, asset = snap["models_dev"], set(snap["rules"]["assetPricedModelIds"])
-    out: dict[str, tuple[Any, ...]] = {}
-    claims: dict[str, tuple[tuple[Any, ...], str]] = {}
-    for key in sorted(k for k in md if "gemini" in k.lower()):
-        value = md[key]
-        if _norm(key) in asset:
-            continue
-        mid = value.get("id") or key
-        cost = value.get("cost") or {}
-        if cost.get("input") is None or cost.get("output") is None:
-            continue
-        if cost["input"] == 0 and cost["output"] == 0:
-            continue
-        tiers = [
-            x
-            for x in cost.get("tiers", [])
-            if (x.get("tier") or {}).get("type") == "context" and (x["tier"].get("size") or 0) > 0
-        ]
-        tier = min(tiers, key=lambda x: x["tier"]["size"]) if tiers else None
-        claim = (tier is not None, "cache_read" in cost, "cache_write" in cost, "limit" in value)
-        previous = claims.get(_norm(mid))
-        if previous is None and mid in out:
-            continue
-        if previous is not None and previous[0] >= claim:
-            continue
-        if previous is not None:
-            out.pop(previous[1], None)
-        tier_t = None
-        if tier is not None:
-            tier_t = (tier["tier"]["size"], *(tier.get(f) for f in _CLASSES))
-        out[mid] = (
-            cost["input"],
-            cost["output"],
-            cost.get("cache_read"),
-            cost.get("cache_write"),
-            tier_t,
-            bool(value.get("exactOnly")),
-        )
-        claims[_norm(mid)] = (claim, mid)
-    return out
-
-
-_CLASSES = ("input", "output", "cache_read", "cache_write")
-
-
-def _norm(model_id: str) -> str:
-    return model_id.lower().replace(".", "-").replace("@", "-")

@@ -8,6 +8,7 @@ by hand, from the generator's own recount (``tests/gen_gemini_opencode.py``), or
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,9 +38,7 @@ from tests.daemon_harness import (
 from tests.gen_gemini_opencode import (
     Expected,
     Spec,
-    ccusage_snapshots,
     generate_gemini,
-    models_dev_gemini,
 )
 
 ZONES = ("UTC", "America/Los_Angeles", "Asia/Kathmandu")
@@ -329,11 +329,27 @@ def test_pricing_candidates_tiers_and_unknown_models() -> None:
     assert SRC.cost(rec("gemini-foo-9", 10, 10), PRICES) is None
 
 
-def test_embedded_models_dev_table_equals_ccusage_binary() -> None:
-    binary = REPO / ".ci" / "node_modules" / "@ccusage" / "ccusage-linux-x64" / "bin" / "ccusage"
+def _build_models_dev() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "build_models_dev", REPO / "packaging" / "build_models_dev.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_embedded_models_dev_table_equals_ccusage_binary(tmp_path: Path) -> None:
+    """``sufd/data/models_dev.json`` is what ``packaging/build_models_dev.py`` makes of the
+    pinned ccusage binary today (``.ci/run`` installs it), byte for byte, and what sufd loads."""
+    build = _build_models_dev()
+    binary = build.DEFAULT_BINARY
     if not binary.is_file():
         pytest.skip(f"{binary} not installed (the linux-x64 build of the pinned ccusage)")
-    assert models_dev_gemini(ccusage_snapshots(binary)) == MODELS_DEV
+    out = tmp_path / "models_dev.json"
+    assert build.main(["--binary", str(binary), "--output", str(out)]) == 0
+    assert out.read_text() == (REPO / "sufd" / "data" / "models_dev.json").read_text()
+    assert build.models_dev_gemini(build.ccusage_snapshots(binary)) == MODELS_DEV
 
 
 # ------------------------------------------------------------------------------------------
