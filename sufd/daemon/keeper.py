@@ -128,7 +128,14 @@ class StoreKeeper:
         pin = self._pins.get(current) if current is not None else None
         if pin is None:
             # Opening is safe; only closing a descriptor of the file drops SQLite's locks.
-            pin = health.Pin(db)
+            try:
+                pin = health.Pin(db)
+            except OSError as exc:
+                # Gone again right after SQLite opened it: the heartbeat's check, which then
+                # only asks whether the path exists, finds it deleted and recovers.
+                log.warning("store.pin_failed", error=f"{type(exc).__name__}: {exc}")
+                self.store.opened, self._pin = None, None
+                return
             self._pins.setdefault(pin.identity, pin)
         self.store.opened = pin.identity
         self._pin = pin
