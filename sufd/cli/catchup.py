@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from sufd.control import client
 from sufd.errors import SufdError
-from sufd.ingest.summary import summary_line
 
 if TYPE_CHECKING:
     from sufd.settings import Settings
@@ -47,17 +46,6 @@ class DaemonCatchUp:
     pid: int
     summary: dict[str, Any]
     paused: list[str] = field(default_factory=list)
-
-    @property
-    def summary_line(self) -> str:
-        """The sentence a local ``sufd ingest`` prints."""
-        return summary_line(self.summary)
-
-    @property
-    def errors(self) -> list[dict[str, str]]:
-        """Files the daemon could not read, as ``{"path", "error"}``."""
-        found = self.summary.get("errors")
-        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
 
 
 def ask_daemon(settings: Settings, progress: Progress | None = None) -> DaemonCatchUp:
@@ -91,12 +79,9 @@ class _Lost(SufdError):
 def _ask_once(settings: Settings, progress: Progress | None) -> DaemonCatchUp:
     path = settings.paths.socket
     try:
-        hello = client.call(path, "hello", timeout=HELLO_TIMEOUT_S)
-    except client.DaemonNotRunning as exc:
+        hello = client.hello(path, settings.paths.db, timeout=HELLO_TIMEOUT_S)
+    except (client.DaemonNotRunning, client.OtherLedger) as exc:
         raise DaemonAbsent(str(exc)) from exc
-    served = hello.get("db")
-    if isinstance(served, str) and served != str(settings.paths.db):
-        raise DaemonAbsent(f"the daemon at {path} serves another ledger ({served})")
     if "cmd-ingest" not in (hello.get("capabilities") or []):
         raise CatchUpFailed(
             f"the running daemon (pid {hello.get('pid')}, version {hello.get('version')}) is"

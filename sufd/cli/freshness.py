@@ -84,14 +84,13 @@ def daemon_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     from sufd.control import client
 
     try:
-        hello = client.call(settings.paths.socket, "hello", timeout=HELLO_TIMEOUT_S)
+        hello = client.hello(settings.paths.socket, settings.paths.db, timeout=HELLO_TIMEOUT_S)
     except client.DaemonNotRunning:
         return "not-running", {}
+    except client.OtherLedger:
+        return "other-ledger", {}
     except ControlError:
         return "unreachable", {}
-    served = hello.get("db")
-    if isinstance(served, str) and served != str(settings.paths.db):
-        return "other-ledger", {}
     return "running", hello
 
 
