@@ -368,24 +368,38 @@ def _ingest(settings: Settings, *, quiet: bool, as_json: bool, workers: int) -> 
 
     tty = sys.stderr.isatty() and not quiet and not as_json
     try:
-        result = ask_daemon(settings, _progress_line if tty else None)
+        try:
+            result = ask_daemon(settings, _progress_line if tty else None)
+        finally:
+            if tty:
+                sys.stderr.write("\n")
     except DaemonAbsent:
         return _ingest_here(settings, quiet=quiet, as_json=as_json, workers=workers)
-    finally:
-        if tty:
-            sys.stderr.write("\n")
+    if not quiet and not as_json and result.paused:
+        print(
+            f"  not read, paused: {', '.join(result.paused)} (sufctl resume-watcher to read them)",
+            file=sys.stderr,
+        )
+    return _print_summary(
+        result.summary,
+        quiet=quiet,
+        as_json=as_json,
+        by=f" (by the running daemon, pid {result.pid})",
+    )
+
+
+def _print_summary(summary: dict[str, Any], *, quiet: bool, as_json: bool, by: str = "") -> int:
+    """The end of ``sufd ingest``, whoever wrote the ledger: JSON, or the sentence and the
+    first files that could not be read."""
+    from sufd.ingest.summary import summary_line
+
     if as_json:
-        print(json.dumps(result.summary, indent=2))
+        print(json.dumps(summary, indent=2))
     elif not quiet:
-        print(f"{result.summary_line} (by the running daemon, pid {result.pid})")
-        for item in result.errors[:10]:
-            print(f"  could not read {item['path']}: {item['error']}", file=sys.stderr)
-        if result.paused:
-            print(
-                f"  not read, paused: {', '.join(result.paused)}"
-                " (sufctl resume-watcher to read them)",
-                file=sys.stderr,
-            )
+        print(summary_line(summary) + by)
+        failed = [e for e in summary.get("errors") or [] if isinstance(e, dict)]
+        for item in failed[:10]:
+            print(f"  could not read {item.get('path')}: {item.get('error')}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -427,13 +441,7 @@ def _ingest_here(settings: Settings, *, quiet: bool, as_json: bool, workers: int
                 sys.stderr.write("\n")
     finally:
         conn.close()
-    if as_json:
-        print(json.dumps(stats.as_dict(), indent=2))
-    elif not quiet:
-        print(stats.summary_line())
-        for path, error in stats.errors[:10]:
-            print(f"  could not read {path}: {error}", file=sys.stderr)
-    return EXIT_OK
+    return _print_summary(stats.as_dict(), quiet=quiet, as_json=as_json)
 
 
 if __name__ == "__main__":

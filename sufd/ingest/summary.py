@@ -100,10 +100,6 @@ class IngestStats:
             "duration_ms": self.duration_ms,
         }
 
-    def summary_line(self) -> str:
-        """One sentence for the end of ``sufd ingest``."""
-        return summary_line(self.as_dict())
-
 
 def summary_line(summary: Mapping[str, Any]) -> str:
     """One sentence for the end of ``sufd ingest``, from its JSON summary."""
